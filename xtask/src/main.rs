@@ -1,0 +1,103 @@
+//! `cargo xtask`: every mft workflow as plain Rust, run from the workspace root.
+//!
+//! - `cargo xtask ci`: fmt, tidy, clippy, host tests, no_std builds, aarch64 tests under qemu.
+//! - `cargo xtask test [--target host|aarch64] [--sve-vl 128,256,512] [--neon-only] [-- FILTER]`
+//! - `cargo xtask nostd`: build the no_std crates for targets without std.
+
+mod cli;
+mod cross;
+mod phase;
+mod preflight;
+mod tidy;
+
+use std::process::ExitCode;
+
+use cli::{Command, TestTarget};
+use phase::{Failure, Phases};
+
+/// Targets with no std at all: building the core crates for them proves they stay `no_std`.
+const NO_STD_TARGETS: [&str; 2] = ["aarch64-unknown-none", "thumbv7em-none-eabihf"];
+/// The crates that must build without std.
+const NO_STD_CRATES: [&str; 3] = ["mft-core", "mft-kernels", "mft-models"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Ci => ci(),
+        Command::Test { target: TestTarget::Host, filter } => {
+            let mut phases = Phases::new();
+            host_tests(&mut phases, &filter).and_then(|()| phases.finish())
+        }
+        Command::Test { target: TestTarget::Aarch64(configs), filter } => {
+            let mut phases = Phases::new();
+            preflight::require(&preflight::cross_tools())
+                .and_then(|()| cross::run(&mut phases, &configs, &filter))
+                .and_then(|()| phases.finish())
+        }
+        Command::NoStd => {
+            let mut phases = Phases::new();
+            preflight::require(&preflight::no_std_tools())
+                .and_then(|()| no_std_builds(&mut phases))
+                .and_then(|()| phases.finish())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xtask: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything CI checks, in order; stops at the first failing phase.
+fn ci() -> Result<(), Failure> {
+    let mut tools = preflight::lint_tools();
+    tools.extend(preflight::no_std_tools());
+    tools.extend(preflight::cross_tools());
+    preflight::require(&tools)?;
+
+    let mut phases = Phases::new();
+    phases.cargo("fmt", &["fmt", "--all", "--check"], &[])?;
+    phases.run("tidy", tidy::check)?;
+    phases.cargo(
+        "clippy",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    host_tests(&mut phases, &[])?;
+    no_std_builds(&mut phases)?;
+    cross::run(&mut phases, &cross::QemuCpu::all(), &[])?;
+    phases.finish()
+}
+
+fn host_tests(phases: &mut Phases, filter: &[String]) -> Result<(), Failure> {
+    let mut args = vec!["test", "--workspace"];
+    if !filter.is_empty() {
+        args.push("--");
+        args.extend(filter.iter().map(String::as_str));
+    }
+    phases.cargo("host tests", &args, &[])
+}
+
+fn no_std_builds(phases: &mut Phases) -> Result<(), Failure> {
+    for target in NO_STD_TARGETS {
+        let mut args = vec!["build", "--target", target];
+        for krate in NO_STD_CRATES {
+            args.extend(["-p", krate]);
+        }
+        phases.cargo(&format!("no_std build {target}"), &args, &[])?;
+    }
+    Ok(())
+}
