@@ -9,6 +9,26 @@
 //! Rewinding takes `&mut self`, so the borrow checker proves that nothing allocated after the mark
 //! is still in use when its memory is handed out again. A training step's scratch therefore lives in
 //! a [`Scope`] (or between [`Arena::mark`] and [`Arena::rewind`]) and is freed in one move.
+//!
+//! ```
+//! use std::mem::MaybeUninit;
+//! use mft_core::Arena;
+//!
+//! let mut region = vec![MaybeUninit::<u8>::uninit(); 1 << 20]; // or a static, an mmap, a host's buffer
+//! let root = Arena::new(&mut region);
+//! let params = root.carve(512 << 10)?;          // lives as long as `root`
+//! let mut scratch = root.carve(256 << 10)?;     // rewound every step
+//! let weights = params.alloc_tensor::<f32>(&[64, 64])?;
+//! for _step in 0..3 {
+//!     let step = scratch.scope();               // everything allocated in `step` is freed at its end
+//!     let tmp = step.alloc_zeroed::<f32>(4096)?;
+//!     assert_eq!(tmp.len(), 4096);
+//! }
+//! assert_eq!(weights.dims(), &[64, 64]);
+//! assert_eq!(scratch.used(), 0);
+//! assert!(scratch.high_water_mark() >= 4096 * 4);
+//! # Ok::<(), mft_core::Error>(())
+//! ```
 // Allocation hands out `&mut` slices from `&self`: each is a region disjoint from every other live
 // one (that is the point of a bump arena), so the pattern clippy warns about is sound here.
 #![allow(clippy::mut_from_ref)]

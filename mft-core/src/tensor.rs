@@ -121,7 +121,8 @@ impl Layout {
         }
         let mut layout = *self;
         layout.dims[0] = len;
-        let offset = if len == 0 { 0 } else { start * self.strides[0] };
+        // An empty result reaches no element; starting it at 0 keeps it inside any buffer.
+        let offset = if layout.numel() == 0 { 0 } else { start * self.strides[0] };
         Ok((offset, layout))
     }
 
@@ -144,7 +145,8 @@ impl Layout {
         if at > self.dims[0] {
             return Err(Error::OutOfBounds { axis: 0, end: at, len: self.dims[0] });
         }
-        if at == 0 {
+        if at == 0 || self.numel() == 0 {
+            // An empty tensor (some axis of length 0) reaches no element: any cut works.
             return Ok(0);
         }
         if at == self.dims[0] {
@@ -496,6 +498,17 @@ mod tests {
         bottom.fill(2.0);
         bottom.set(&[2, 2], 3.0).unwrap();
         assert_eq!(data, [1., 1., 1., 2., 2., 2., 2., 2., 2., 2., 2., 3.]);
+    }
+
+    #[test]
+    fn empty_tensors_split_without_touching_the_buffer() {
+        // Found by the tensor_layout fuzz target: an axis of length 0 makes the span 0, so a cut
+        // at `at × leading stride` would lie past the end of an empty buffer.
+        let layout = Layout::strided(&[3, 0], &[5, 1]).unwrap();
+        let t = TensorViewMut::<f32>::with_layout(&mut [], layout).unwrap();
+        let (head, tail) = t.split_leading_at(1).unwrap();
+        assert_eq!(head.dims(), &[1, 0]);
+        assert_eq!(tail.dims(), &[2, 0]);
     }
 
     #[test]

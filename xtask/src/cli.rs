@@ -6,8 +6,9 @@ pub const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci                       everything CI checks, in order: fmt, tidy, clippy, host tests,
-                           no_std builds, aarch64 tests under qemu
+  ci                       everything CI checks, in order: fmt, tidy, clippy (host and
+                           aarch64), fuzz targets check, host tests, no_std builds,
+                           aarch64 tests under qemu
   test [--target host]     the workspace tests on this machine
   test --target aarch64 [--sve-vl 128,256,512] [--neon-only]
                            cross-build the tests for aarch64-unknown-linux-gnu (release) and

@@ -1,6 +1,7 @@
 //! `cargo xtask`: every mft workflow as plain Rust, run from the workspace root.
 //!
-//! - `cargo xtask ci`: fmt, tidy, clippy, host tests, no_std builds, aarch64 tests under qemu.
+//! - `cargo xtask ci`: fmt, tidy, clippy (host and aarch64), fuzz targets check, host tests,
+//!   no_std builds, aarch64 tests under qemu.
 //! - `cargo xtask test [--target host|aarch64] [--sve-vl 128,256,512] [--neon-only] [-- FILTER]`
 //! - `cargo xtask nostd`: build the no_std crates for targets without std.
 
@@ -76,6 +77,26 @@ fn ci() -> Result<(), Failure> {
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
         &[],
     )?;
+    // The NEON and SVE kernels compile only for aarch64: lint them there too.
+    phases.cargo(
+        "clippy aarch64",
+        &[
+            "clippy",
+            "--target",
+            cross::TARGET,
+            "-p",
+            "mft-core",
+            "-p",
+            "mft-kernels",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // The cargo-fuzz targets are their own workspace; checking them keeps them building.
+    phases.cargo("fuzz targets check", &["check", "--manifest-path", "fuzz/Cargo.toml"], &[])?;
     host_tests(&mut phases, &[])?;
     no_std_builds(&mut phases)?;
     cross::run(&mut phases, &cross::QemuCpu::all(), &[])?;
