@@ -1,0 +1,173 @@
+//! Packing: copying blocks of A and B into the panel layout the micro-kernels read, zero-padded
+//! to whole tiles, widening half-precision B elements to f32 on the way.
+
+use mft_core::{Element, bf16, f16};
+
+use super::Mat;
+
+/// An element type B may have. f16 and bf16 are widened to f32 while packing.
+pub trait GemmRhs: Element + Sync {
+    /// The value as f32 (exact). Written branch-free so packing loops vectorize.
+    fn widen(self) -> f32;
+}
+
+impl GemmRhs for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl GemmRhs for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+}
+
+impl GemmRhs for f16 {
+    /// Written out rather than calling `half`: without `std` or a compile-time `f16c` target
+    /// feature, `half` converts element by element through branches, which does not vectorize.
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        let h = self.to_bits() as u32;
+        let sign = (h & 0x8000) << 16;
+        let magnitude = h & 0x7fff;
+        // Exponent and mantissa moved to f32 positions, then rescaled by 2^(127-15): exact for
+        // normal and subnormal halves alike.
+        let rescaled = f32::from_bits(magnitude << 13) * f32::from_bits(0x7780_0000);
+        // Exponent 31 (infinity, NaN) becomes exponent 255, keeping the mantissa.
+        let bits =
+            if magnitude >= 0x7c00 { (magnitude << 13) | 0x7f80_0000 } else { rescaled.to_bits() };
+        f32::from_bits(bits | sign)
+    }
+}
+
+/// Pack rows `i0..i0 + mc` and columns `p0..p0 + kc` of A into `mr`-row panels: panel `q`
+/// holds, for each `k`, the `mr` values of rows `i0 + q·mr ..`, zero past the last row.
+pub(super) fn pack_a(
+    a: &Mat<'_, f32>,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    for (q, panel) in dst[..mc.div_ceil(mr) * mr * kc].chunks_exact_mut(mr * kc).enumerate() {
+        let rows = mr.min(mc - q * mr);
+        let r0 = i0 + q * mr;
+        if a.col_stride == 1 {
+            // Rows are contiguous in k: read along rows, write with stride mr.
+            for i in 0..rows {
+                let start = (r0 + i) * a.row_stride + p0;
+                for (k, &v) in a.data[start..start + kc].iter().enumerate() {
+                    panel[k * mr + i] = v;
+                }
+            }
+        } else {
+            for k in 0..kc {
+                for i in 0..rows {
+                    panel[k * mr + i] = a.at(r0 + i, p0 + k);
+                }
+            }
+        }
+        if rows < mr {
+            for k in 0..kc {
+                panel[k * mr + rows..(k + 1) * mr].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Pack rows `p0..p0 + kc` and columns `j0..j0 + nc` of B into `nr`-column panels: panel `q`
+/// holds, for each `k`, the `nr` values of columns `j0 + q·nr ..`, zero past the last column.
+pub(super) fn pack_b<T: GemmRhs>(
+    b: &Mat<'_, T>,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    for (q, panel) in dst[..nc.div_ceil(nr) * nr * kc].chunks_exact_mut(nr * kc).enumerate() {
+        let cols = nr.min(nc - q * nr);
+        let c0 = j0 + q * nr;
+        if b.col_stride == 1 {
+            // Rows are contiguous in j: each k copies (and widens) one run of `cols` values.
+            for (k, out) in panel.chunks_exact_mut(nr).enumerate() {
+                let start = (p0 + k) * b.row_stride + c0;
+                for (o, &v) in out[..cols].iter_mut().zip(&b.data[start..start + cols]) {
+                    *o = v.widen();
+                }
+                out[cols..].fill(0.0);
+            }
+        } else {
+            // B seen transposed: columns are contiguous in k.
+            for j in 0..cols {
+                let start = (c0 + j) * b.col_stride + p0 * b.row_stride;
+                if b.row_stride == 1 {
+                    for (k, &v) in b.data[start..start + kc].iter().enumerate() {
+                        panel[k * nr + j] = v.widen();
+                    }
+                } else {
+                    for k in 0..kc {
+                        panel[k * nr + j] = b.at(p0 + k, c0 + j).widen();
+                    }
+                }
+            }
+            if cols < nr {
+                for k in 0..kc {
+                    panel[k * nr + cols..(k + 1) * nr].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_widening_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (got, want) = (h.widen(), h.to_f32());
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_widening_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let h = bf16::from_bits(bits);
+            let (got, want) = (h.widen(), h.to_f32());
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}"
+            );
+        }
+    }
+
+    #[test]
+    fn packed_panels_are_k_major_and_zero_padded() {
+        // A is 3×2: [[1,2],[3,4],[5,6]]; panels of 2 rows.
+        let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let a = Mat::row_major(&data, 3, 2, 2);
+        let mut dst = [f32::NAN; 8];
+        pack_a(&a, 0, 3, 0, 2, 2, &mut dst);
+        assert_eq!(dst, [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]);
+        // The same matrix as B (3×2) transposed to 2×3, columns in panels of 2.
+        let mut dst = [f32::NAN; 8];
+        pack_b(&a.t(), 0, 2, 0, 3, 2, &mut dst);
+        assert_eq!(dst, [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]);
+        let mut dst = [f32::NAN; 4];
+        pack_b(&a, 1, 2, 0, 2, 2, &mut dst);
+        assert_eq!(dst, [3.0, 4.0, 5.0, 6.0]);
+    }
+}
