@@ -14,7 +14,15 @@ struct Shared(*mut f32);
 // SAFETY: tasks only access disjoint regions (distinct C strips and scratch chunks), and
 // `Parallel` implementations run each task exactly once.
 unsafe impl Sync for Shared {}
+// SAFETY: as for `Sync`.
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Validated operands in, `C = alpha·A·B + beta·C` out.
 #[allow(clippy::too_many_arguments)]
@@ -54,14 +62,12 @@ pub(super) fn run<T: GemmRhs>(
         } else {
             (Mat { rows: end - start, data: &a.data[start * a.row_stride..], ..a }, b, start * ldc)
         };
-        let c_ptr = c_ptr;
-        let scratch_ptr = scratch_ptr;
         // SAFETY: strip `s` owns scratch chunk `s` and the C elements of its rows or columns,
         // disjoint from every other strip's; the caller checked that both fit.
         unsafe {
             let chunk =
-                core::slice::from_raw_parts_mut(scratch_ptr.0.add(s * per_thread), per_thread);
-            gemm_strip(uk, alpha, &a_part, &b_part, beta, c_ptr.0.add(c_offset), ldc, chunk);
+                core::slice::from_raw_parts_mut(scratch_ptr.get().add(s * per_thread), per_thread);
+            gemm_strip(uk, alpha, &a_part, &b_part, beta, c_ptr.get().add(c_offset), ldc, chunk);
         }
     };
     if strips == 1 {

@@ -223,6 +223,7 @@ impl Gemm {
     /// - a view reaches past its slice (rows, columns and strides exceed the data);
     /// - C's row stride is smaller than its column count (rows would overlap);
     /// - `scratch` is shorter than [`Gemm::scratch_len`] for `parallel.threads()`.
+    #[allow(clippy::too_many_arguments)] // the BLAS signature: scalars, operands, scratch, threads
     pub fn run<T: GemmRhs>(
         &self,
         alpha: f32,
@@ -258,6 +259,7 @@ impl Gemm {
 }
 
 /// `C = alpha·A·B + beta·C` with [`Gemm::best`]. See [`Gemm::run`].
+#[allow(clippy::too_many_arguments)] // the BLAS signature: scalars, operands, scratch, threads
 pub fn gemm<T: GemmRhs>(
     alpha: f32,
     a: Mat<'_, f32>,
