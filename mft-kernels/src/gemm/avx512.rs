@@ -9,7 +9,7 @@ const MR: usize = 12;
 const NR: usize = 32;
 
 pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 144, nc: 2048, run: kernel };
+    MicroKernel { mr: MR, nr: NR, kc: 512, mc: 192, nc: 4096, run: kernel };
 
 /// # Safety
 /// See [`super::MicroKernelFn`]; the CPU must support AVX-512F.
@@ -23,6 +23,12 @@ unsafe fn kernel(
     alpha: f32,
     beta: f32,
 ) {
+    // Start fetching the C tile now; it is needed only after the depth loop.
+    for i in 0..MR {
+        let row = c.wrapping_add(i * ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {

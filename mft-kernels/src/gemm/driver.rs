@@ -1,18 +1,53 @@
-//! The blocked GEMM loops around a micro-kernel, and the split of C into per-thread strips.
+//! The blocked GEMM loops around a micro-kernel, shared between threads.
 //!
 //! Loop order (outermost first): `nc` columns of B → `kc` depth (pack B) → `mc` rows of A (pack A)
 //! → `nr` tile columns → `mr` tile rows → micro-kernel. A packed B micro-panel (`kc × nr`) stays in
 //! L1 while the A panels of one `mc` block stream through it from L2.
+//!
+//! With several threads, each `kc × nc` block of B is packed once, its panels split between the
+//! threads; then each thread multiplies its own range of rows of A (packing only those) by the
+//! shared packed block. Nothing is packed twice, and threads write disjoint rows of C.
 
 use super::pack::{GemmRhs, pack_a, pack_b};
-use super::{MAX_TILE, Mat, MatMut, MicroKernel};
+use super::{MAX_TILE, Mat, MatMut, MicroKernel, round_up};
 use crate::parallel::Parallel;
+
+/// Floats of slack per packed buffer so each can start on a 64-byte boundary.
+const ALIGN_SLACK: usize = 16;
+
+/// How the scratch of one GEMM call is laid out: one shared B block, one A block per thread.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScratchPlan {
+    /// Threads that multiply (each owns a range of rows).
+    teams: usize,
+    /// Floats of the packed B block (plus slack).
+    b_len: usize,
+    /// Floats of one thread's packed A block (plus slack).
+    a_len: usize,
+}
+
+impl ScratchPlan {
+    pub(super) fn new(uk: &MicroKernel, m: usize, n: usize, k: usize, threads: usize) -> Self {
+        let teams = threads.max(1).min(m.div_ceil(uk.mr)).max(1);
+        let rows_per_team = round_up(m.div_ceil(teams), uk.mr);
+        let kc = uk.kc.min(k);
+        ScratchPlan {
+            teams,
+            b_len: round_up(uk.nc.min(n), uk.nr) * kc + ALIGN_SLACK,
+            a_len: round_up(uk.mc.min(rows_per_team), uk.mr) * kc + ALIGN_SLACK,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.b_len + self.teams * self.a_len
+    }
+}
 
 /// A raw pointer shared with the tasks of a [`Parallel`] run. Each task touches a disjoint part.
 #[derive(Clone, Copy)]
 struct Shared(*mut f32);
-// SAFETY: tasks only access disjoint regions (distinct C strips and scratch chunks), and
-// `Parallel` implementations run each task exactly once.
+// SAFETY: tasks only access disjoint regions (distinct B panels, A scratch blocks and C rows), and
+// `Parallel` implementations run each task exactly once and join them all before returning.
 unsafe impl Sync for Shared {}
 // SAFETY: as for `Sync`.
 unsafe impl Send for Shared {}
@@ -24,7 +59,7 @@ impl Shared {
     }
 }
 
-/// Validated operands in, `C = alpha·A·B + beta·C` out.
+/// Validated operands in, `C = alpha·A·B + beta·C` out. `scratch` holds at least `plan.len()`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run<T: GemmRhs>(
     uk: &MicroKernel,
@@ -34,7 +69,7 @@ pub(super) fn run<T: GemmRhs>(
     beta: f32,
     c: MatMut<'_>,
     scratch: &mut [f32],
-    per_thread: usize,
+    plan: ScratchPlan,
     parallel: &dyn Parallel,
 ) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
@@ -46,35 +81,63 @@ pub(super) fn run<T: GemmRhs>(
         scale_rows(c.data, m, n, ldc, beta);
         return;
     }
-    // Split the longer side of C into one strip per thread, in whole tiles.
-    let split_columns = n >= m;
-    let (len, tile) = if split_columns { (n, uk.nr) } else { (m, uk.mr) };
-    let strips = parallel.threads().max(1).min(len.div_ceil(tile));
-    let strip = len.div_ceil(strips).div_ceil(tile) * tile;
-    let strips = len.div_ceil(strip);
-    let c_ptr = Shared(c.data.as_mut_ptr());
-    let scratch_ptr = Shared(scratch.as_mut_ptr());
-    let task = |s: usize| {
-        let start = s * strip;
-        let end = len.min(start + strip);
-        let (a_part, b_part, c_offset) = if split_columns {
-            (a, Mat { cols: end - start, data: &b.data[start * b.col_stride..], ..b }, start)
-        } else {
-            (Mat { rows: end - start, data: &a.data[start * a.row_stride..], ..a }, b, start * ldc)
-        };
-        // SAFETY: strip `s` owns scratch chunk `s` and the C elements of its rows or columns,
-        // disjoint from every other strip's; the caller checked that both fit.
-        unsafe {
-            let chunk =
-                core::slice::from_raw_parts_mut(scratch_ptr.get().add(s * per_thread), per_thread);
-            gemm_strip(uk, alpha, &a_part, &b_part, beta, c_ptr.get().add(c_offset), ldc, chunk);
-        }
+    let (mr, nr) = (uk.mr, uk.nr);
+    let (b_region, a_regions) = scratch.split_at_mut(plan.b_len);
+    let b_pack = aligned(b_region);
+    let a_base = Shared(a_regions.as_mut_ptr());
+    let c_base = Shared(c.data.as_mut_ptr());
+    let teams = plan.teams;
+    let rows_per_team = round_up(m.div_ceil(teams), mr);
+    let fork = |tasks: usize, task: &(dyn Fn(usize) + Sync)| {
+        if tasks == 1 { task(0) } else { parallel.run(tasks, task) }
     };
-    if strips == 1 {
-        task(0);
-    } else {
-        parallel.run(strips, &task);
+
+    for jc in (0..n).step_by(uk.nc) {
+        let nc = uk.nc.min(n - jc);
+        let panels = nc.div_ceil(nr);
+        for pc in (0..k).step_by(uk.kc) {
+            let kc = uk.kc.min(k - pc);
+            // Pack the B block: each thread packs a contiguous run of panels.
+            {
+                let b_shared = Shared(b_pack.as_mut_ptr());
+                let packers = teams.min(panels);
+                fork(packers, &|t| {
+                    let (q0, q1) = (panels * t / packers, panels * (t + 1) / packers);
+                    let cols = (q1 * nr).min(nc) - q0 * nr;
+                    // SAFETY: panels q0..q1 occupy their own kc·nr floats each of the B block.
+                    let dst = unsafe {
+                        core::slice::from_raw_parts_mut(b_shared.get().add(q0 * nr * kc), (q1 - q0) * nr * kc)
+                    };
+                    pack_b(&b, pc, kc, jc + q0 * nr, cols, nr, dst);
+                });
+            }
+            // The first depth block applies beta; later ones accumulate onto it.
+            let beta_k = if pc == 0 { beta } else { 1.0 };
+            let b_block: &[f32] = b_pack;
+            fork(teams, &|t| {
+                let r0 = t * rows_per_team;
+                let r1 = m.min(r0 + rows_per_team);
+                // SAFETY: team t owns A scratch block t and rows r0..r1 of C.
+                let a_block = unsafe {
+                    aligned(core::slice::from_raw_parts_mut(a_base.get().add(t * plan.a_len), plan.a_len))
+                };
+                for ic in (r0..r1).step_by(uk.mc) {
+                    let mc = uk.mc.min(r1 - ic);
+                    pack_a(&a, ic, mc, pc, kc, mr, a_block);
+                    // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C belong to this team.
+                    unsafe {
+                        macro_kernel(uk, alpha, beta_k, kc, mc, nc, a_block, b_block, c_base.get().add(ic * ldc + jc), ldc)
+                    };
+                }
+            });
+        }
     }
+}
+
+/// The part of `region` starting at its first 64-byte boundary.
+fn aligned(region: &mut [f32]) -> &mut [f32] {
+    let skip = region.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    &mut region[skip..]
 }
 
 /// `C = beta·C` for an `m × n` block (`beta == 0` writes zeros without reading).
@@ -89,74 +152,47 @@ fn scale_rows(c: &mut [f32], m: usize, n: usize, ldc: usize, beta: f32) {
     }
 }
 
-/// Split `scratch` into the A and B packing buffers, each starting on a 64-byte boundary.
-fn packing_buffers(scratch: &mut [f32], a_len: usize) -> (&mut [f32], &mut [f32]) {
-    let skip = scratch.as_ptr().align_offset(64).min(16);
-    let (a_buf, rest) = scratch[skip..].split_at_mut(a_len);
-    let skip = rest.as_ptr().align_offset(64).min(16);
-    (a_buf, &mut rest[skip..])
-}
-
-/// One strip, single-threaded: the full blocked loop nest.
+/// All tiles of one packed `mc × kc` A block times one packed `kc × nc` B block.
 ///
 /// # Safety
-/// `c` is valid for reads and writes of `a.rows` rows of `b.cols` floats, `ldc` apart, and no
-/// other thread touches them.
+/// `c` is valid for reads and writes of `mc` rows of `nc` floats, `ldc` apart, and no other
+/// thread touches them.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_strip<T: GemmRhs>(
+unsafe fn macro_kernel(
     uk: &MicroKernel,
     alpha: f32,
-    a: &Mat<'_, f32>,
-    b: &Mat<'_, T>,
     beta: f32,
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    a_pack: &[f32],
+    b_pack: &[f32],
     c: *mut f32,
     ldc: usize,
-    scratch: &mut [f32],
 ) {
-    let (m, n, k) = (a.rows, b.cols, a.cols);
     let (mr, nr) = (uk.mr, uk.nr);
-    let kc_max = uk.kc.min(k);
-    let a_len = uk.mc.min(m).div_ceil(mr) * mr * kc_max;
-    let (a_pack, b_pack) = packing_buffers(scratch, a_len);
     let mut tile = [0.0f32; MAX_TILE];
-
-    for jc in (0..n).step_by(uk.nc) {
-        let nc = uk.nc.min(n - jc);
-        for pc in (0..k).step_by(uk.kc) {
-            let kc = uk.kc.min(k - pc);
-            pack_b(b, pc, kc, jc, nc, nr, b_pack);
-            // The first depth block applies beta; later ones accumulate onto it.
-            let beta_k = if pc == 0 { beta } else { 1.0 };
-            for ic in (0..m).step_by(uk.mc) {
-                let mc = uk.mc.min(m - ic);
-                pack_a(a, ic, mc, pc, kc, mr, a_pack);
-                for jr in (0..nc).step_by(nr) {
-                    let cols = nr.min(nc - jr);
-                    let b_panel = b_pack[jr * kc..].as_ptr();
-                    for ir in (0..mc).step_by(mr) {
-                        let rows = mr.min(mc - ir);
-                        let a_panel = a_pack[ir * kc..].as_ptr();
-                        // SAFETY: the tile lies inside this strip's block of C.
-                        let c_tile = unsafe { c.add((ic + ir) * ldc + jc + jr) };
-                        if rows == mr && cols == nr {
-                            // SAFETY: full tile; panels hold kc·mr and kc·nr floats, 64-byte
-                            // aligned (panel sizes are multiples of 16 floats when mr, nr are).
-                            unsafe { (uk.run)(kc, a_panel, b_panel, c_tile, ldc, alpha, beta_k) };
-                        } else {
-                            // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).
-                            unsafe {
-                                (uk.run)(kc, a_panel, b_panel, tile.as_mut_ptr(), nr, alpha, 0.0)
-                            };
-                            for i in 0..rows {
-                                for j in 0..cols {
-                                    // SAFETY: (i, j) is inside the partial tile of C.
-                                    unsafe {
-                                        let out = c_tile.add(i * ldc + j);
-                                        let v = tile[i * nr + j];
-                                        *out = if beta_k == 0.0 { v } else { v + beta_k * *out };
-                                    }
-                                }
-                            }
+    for jr in (0..nc).step_by(nr) {
+        let cols = nr.min(nc - jr);
+        let b_panel = b_pack[jr * kc..].as_ptr();
+        for ir in (0..mc).step_by(mr) {
+            let rows = mr.min(mc - ir);
+            let a_panel = a_pack[ir * kc..].as_ptr();
+            // SAFETY: the tile lies inside the block of C.
+            let c_tile = unsafe { c.add(ir * ldc + jr) };
+            if rows == mr && cols == nr {
+                // SAFETY: full tile; the panels hold kc·mr and kc·nr floats.
+                unsafe { (uk.run)(kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
+            } else {
+                // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).
+                unsafe { (uk.run)(kc, a_panel, b_panel, tile.as_mut_ptr(), nr, alpha, 0.0) };
+                for i in 0..rows {
+                    for j in 0..cols {
+                        // SAFETY: (i, j) is inside the partial tile of C.
+                        unsafe {
+                            let out = c_tile.add(i * ldc + j);
+                            let v = tile[i * nr + j];
+                            *out = if beta == 0.0 { v } else { v + beta * *out };
                         }
                     }
                 }

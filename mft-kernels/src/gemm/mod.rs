@@ -7,8 +7,23 @@
 //! both into panels laid out for a register-tiled micro-kernel written per ISA. Packing buffers come
 //! from the caller ([`Gemm::scratch_len`] says how much); nothing is allocated.
 //!
-//! Work is split across threads through [`Parallel`]: C is cut into column (or row) strips, one
-//! per thread, each with its own packing scratch.
+//! Work is split across threads through [`Parallel`]: each block of B is packed once by all
+//! threads together, then each thread multiplies its own rows of A by it.
+//!
+//! ```
+//! use mft_kernels::{Gemm, Mat, MatMut, Sequential};
+//!
+//! let (m, k, n) = (4, 3, 2);
+//! let x = vec![1.0f32; m * k];                 // activations, row-major m×k
+//! let w = vec![mft_kernels::bf16::ONE; n * k]; // frozen weight stored [out, in] in bf16
+//! let mut y = vec![0.0f32; m * n];
+//! let g = Gemm::best();                        // AVX-512, AVX2, NEON, SVE or scalar, probed once
+//! let mut scratch = vec![0.0f32; g.scratch_len(m, n, k, 1)];
+//! // y = x · wᵀ: the transpose is a view, not a copy.
+//! g.run(1.0, Mat::row_major(&x, m, k, k), Mat::row_major(&w, n, k, k).t(), 0.0,
+//!       MatMut::row_major(&mut y, m, n, n), &mut scratch, &Sequential);
+//! assert_eq!(y, vec![3.0; m * n]);
+//! ```
 
 mod driver;
 mod pack;
@@ -149,9 +164,6 @@ pub(crate) struct MicroKernel {
 /// The largest tile (`mr·nr`) any kernel uses: edge tiles are computed into a buffer this size.
 pub(crate) const MAX_TILE: usize = 2048;
 
-/// Floats of slack per packed buffer so each can start on a 64-byte boundary.
-const ALIGN_SLACK: usize = 16;
-
 /// The GEMM of one ISA. Only built for an ISA the CPU supports.
 #[derive(Debug, Clone, Copy)]
 pub struct Gemm {
@@ -200,19 +212,10 @@ impl Gemm {
         (self.kernel.mr, self.kernel.nr)
     }
 
-    /// Floats of packing scratch one thread needs for an `m × n × k` product.
-    fn scratch_per_thread(&self, m: usize, n: usize, k: usize) -> usize {
-        let uk = &self.kernel;
-        let kc = uk.kc.min(k);
-        let a_panel = round_up(uk.mc.min(m), uk.mr) * kc;
-        let b_panel = round_up(uk.nc.min(n), uk.nr) * kc;
-        a_panel + b_panel + 2 * ALIGN_SLACK
-    }
-
     /// Floats of scratch [`Gemm::run`] needs for `C (m×n) = A (m×k) · B (k×n)` with up to
     /// `threads` threads.
     pub fn scratch_len(&self, m: usize, n: usize, k: usize, threads: usize) -> usize {
-        self.scratch_per_thread(m, n, k) * threads.max(1)
+        driver::ScratchPlan::new(&self.kernel, m, n, k, threads).len()
     }
 
     /// `C = alpha·A·B + beta·C`. With `beta == 0`, C's old contents are ignored (even NaN).
@@ -237,24 +240,15 @@ impl Gemm {
         check_operands(&a, &b, &c);
         let (m, n, k) = (a.rows, b.cols, a.cols);
         let threads = parallel.threads().max(1);
-        let needed = self.scratch_len(m, n, k, threads);
+        let plan = driver::ScratchPlan::new(&self.kernel, m, n, k, threads);
+        let needed = plan.len();
         assert!(
             scratch.len() >= needed,
             "gemm: scratch holds {} floats, needs {needed} for {m}×{n}×{k} on {threads} threads \
              (see Gemm::scratch_len)",
             scratch.len()
         );
-        driver::run(
-            &self.kernel,
-            alpha,
-            a,
-            b,
-            beta,
-            c,
-            scratch,
-            self.scratch_per_thread(m, n, k),
-            parallel,
-        );
+        driver::run(&self.kernel, alpha, a, b, beta, c, scratch, plan, parallel);
     }
 }
 
