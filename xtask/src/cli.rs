@@ -15,6 +15,11 @@ commands:
                            run them under qemu-aarch64 once per SVE vector length (bits) and
                            once on a NEON-only core; no flags: all four configurations
   nostd                    build mft-core, mft-kernels and mft-models for targets without std
+  bench kernels [--json] [--quick] [--threads 1,2]
+                           GEMM at GPT-2-small shapes against the gemm, matrixmultiply and
+                           faer crates and the machine's FMA peak, side by side in one run
+                           (minutes); --json: every number as JSON on stdout; --quick: fewer
+                           runs, no LM-head shapes; --threads: thread counts (default 1,2)
   help                     this text
 
 Arguments after `--` go to the test binaries (a name filter, --nocapture, ...).";
@@ -26,6 +31,58 @@ pub enum Command {
     Ci,
     Test { target: TestTarget, filter: Vec<String> },
     NoStd,
+    Bench(Bench),
+}
+
+/// `cargo xtask bench SUITE [flags]`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bench {
+    pub suite: BenchSuite,
+    /// Print the results as JSON on stdout.
+    pub json: bool,
+    /// A smoke test: fewer repetitions, the largest shapes skipped.
+    pub quick: bool,
+    /// Thread counts to measure; `None`: the suite's default.
+    pub threads: Option<Vec<usize>>,
+}
+
+/// A benchmark suite `cargo xtask bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchSuite {
+    /// GEMM against its peers and the FMA peak: `benches/benches/kernels.rs`.
+    Kernels,
+}
+
+impl BenchSuite {
+    pub const ALL: [BenchSuite; 1] = [BenchSuite::Kernels];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchSuite::Kernels => "kernels",
+        }
+    }
+
+    /// One line on what the suite measures.
+    pub fn about(self) -> &'static str {
+        match self {
+            BenchSuite::Kernels => {
+                "GEMM against gemm, matrixmultiply, faer and the FMA peak, side by side"
+            }
+        }
+    }
+
+    /// The `[[bench]]` target of mft-benches that runs the suite.
+    pub fn bench_target(self) -> &'static str {
+        match self {
+            BenchSuite::Kernels => "kernels",
+        }
+    }
+
+    /// Every suite, one per line, for messages.
+    pub fn list() -> String {
+        BenchSuite::ALL.iter().map(|s| format!("\n  {:<10} {}", s.name(), s.about())).collect()
+    }
 }
 
 /// Where `cargo xtask test` runs the tests.
@@ -49,6 +106,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "ci" => no_more(rest).map(|()| Command::Ci),
         "nostd" => no_more(rest).map(|()| Command::NoStd),
         "test" => parse_test(rest, passthrough),
+        "bench" => parse_bench(rest, &passthrough),
         other => Err(format!("unknown command `{other}`")),
     }
 }
@@ -109,6 +167,60 @@ fn parse_test(rest: &[String], filter: Vec<String>) -> Result<Command, String> {
         Some(other) => return Err(format!("unknown test target `{other}` (host or aarch64)")),
     };
     Ok(Command::Test { target, filter })
+}
+
+fn parse_bench(rest: &[String], passthrough: &[String]) -> Result<Command, String> {
+    if let Some(arg) = passthrough.first() {
+        return Err(format!("unexpected argument `{arg}` after `--` to `bench`"));
+    }
+    let Some((suite, flags)) = rest.split_first() else {
+        return Err(format!("`bench` needs a suite; the suites are:{}", BenchSuite::list()));
+    };
+    let suite = BenchSuite::ALL.into_iter().find(|s| s.name() == suite).ok_or_else(|| {
+        format!("unknown bench suite `{suite}`; the suites are:{}", BenchSuite::list())
+    })?;
+    let mut bench = Bench { suite, json: false, quick: false, threads: None };
+    // A later `--device cpu|cuda` (where the suite runs) is parsed here too.
+    let mut i = 0;
+    while i < flags.len() {
+        let (flag, inline_value) = match flags[i].split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (flags[i].as_str(), None),
+        };
+        match flag {
+            "--json" if inline_value.is_none() => bench.json = true,
+            "--quick" if inline_value.is_none() => bench.quick = true,
+            "--threads" => {
+                let list = match inline_value {
+                    Some(v) => v,
+                    None => {
+                        i += 1;
+                        flags.get(i).cloned().ok_or("`--threads` needs a value (e.g. 1,2)")?
+                    }
+                };
+                bench.threads = Some(parse_thread_counts(&list)?);
+            }
+            _ => {
+                return Err(format!(
+                    "unexpected argument `{}` to `bench {}`",
+                    flags[i],
+                    suite.name()
+                ));
+            }
+        }
+        i += 1;
+    }
+    Ok(Command::Bench(bench))
+}
+
+/// `1,2` → thread counts, each at least 1.
+fn parse_thread_counts(list: &str) -> Result<Vec<usize>, String> {
+    list.split(',')
+        .map(|item| match item.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("--threads: `{item}` is not a thread count (1 or more)")),
+        })
+        .collect()
 }
 
 /// `128,256,512` → bits; each a multiple of 128 from 128 to 2048, as SVE allows.
@@ -180,7 +292,7 @@ mod tests {
         assert!(parse_str("test --target aarch64 --sve-vl").unwrap_err().contains("needs a value"));
         assert!(parse_str("test --sve-vl 128").unwrap_err().contains("--target aarch64"));
         assert!(parse_str("test --target riscv").unwrap_err().contains("riscv"));
-        assert!(parse_str("bench").unwrap_err().contains("bench"));
+        assert!(parse_str("bench").unwrap_err().contains("kernels"));
         assert!(parse_str("ci now").unwrap_err().contains("now"));
     }
 
@@ -191,5 +303,50 @@ mod tests {
             parse_str("test").unwrap(),
             Command::Test { target: TestTarget::Host, filter: vec![] }
         );
+    }
+
+    #[test]
+    fn bench_kernels_takes_its_flags() {
+        assert_eq!(
+            parse_str("bench kernels").unwrap(),
+            Command::Bench(Bench {
+                suite: BenchSuite::Kernels,
+                json: false,
+                quick: false,
+                threads: None
+            })
+        );
+        assert_eq!(
+            parse_str("bench kernels --json --quick --threads 1,2").unwrap(),
+            Command::Bench(Bench {
+                suite: BenchSuite::Kernels,
+                json: true,
+                quick: true,
+                threads: Some(vec![1, 2])
+            })
+        );
+        assert_eq!(
+            parse_str("bench kernels --threads=2").unwrap(),
+            Command::Bench(Bench {
+                suite: BenchSuite::Kernels,
+                json: false,
+                quick: false,
+                threads: Some(vec![2])
+            })
+        );
+    }
+
+    #[test]
+    fn bench_refuses_unknown_suites_and_flags() {
+        let no_suite = parse_str("bench").unwrap_err();
+        assert!(no_suite.contains("needs a suite") && no_suite.contains("kernels"), "{no_suite}");
+        let unknown = parse_str("bench training").unwrap_err();
+        assert!(unknown.contains("`training`") && unknown.contains("kernels"), "{unknown}");
+        assert!(parse_str("bench kernels --fast").unwrap_err().contains("--fast"));
+        assert!(parse_str("bench kernels --threads").unwrap_err().contains("needs a value"));
+        assert!(parse_str("bench kernels --threads 0").unwrap_err().contains("`0`"));
+        assert!(parse_str("bench kernels --threads 1,x").unwrap_err().contains("`x`"));
+        assert!(parse_str("bench kernels --json=yes").unwrap_err().contains("--json=yes"));
+        assert!(parse_str("bench kernels -- extra").unwrap_err().contains("extra"));
     }
 }

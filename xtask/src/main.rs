@@ -4,7 +4,10 @@
 //!   no_std builds, aarch64 tests under qemu.
 //! - `cargo xtask test [--target host|aarch64] [--sve-vl 128,256,512] [--neon-only] [-- FILTER]`
 //! - `cargo xtask nostd`: build the no_std crates for targets without std.
+//! - `cargo xtask bench kernels [--json] [--quick] [--threads 1,2]`: GEMM against its peers and
+//!   the FMA peak, side by side (see `benches/benches/kernels.rs`).
 
+mod bench;
 mod cli;
 mod cross;
 mod phase;
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
                 .and_then(|()| cross::run(&mut phases, &configs, &filter))
                 .and_then(|()| phases.finish())
         }
+        Command::Bench(ref request) => bench::run(request),
         Command::NoStd => {
             let mut phases = Phases::new();
             preflight::require(&preflight::no_std_tools())

@@ -106,7 +106,10 @@ pub(super) fn run<T: GemmRhs>(
                     let cols = (q1 * nr).min(nc) - q0 * nr;
                     // SAFETY: panels q0..q1 occupy their own kc·nr floats each of the B block.
                     let dst = unsafe {
-                        core::slice::from_raw_parts_mut(b_shared.get().add(q0 * nr * kc), (q1 - q0) * nr * kc)
+                        core::slice::from_raw_parts_mut(
+                            b_shared.get().add(q0 * nr * kc),
+                            (q1 - q0) * nr * kc,
+                        )
                     };
                     pack_b(&b, pc, kc, jc + q0 * nr, cols, nr, dst);
                 });
@@ -119,14 +122,28 @@ pub(super) fn run<T: GemmRhs>(
                 let r1 = m.min(r0 + rows_per_team);
                 // SAFETY: team t owns A scratch block t and rows r0..r1 of C.
                 let a_block = unsafe {
-                    aligned(core::slice::from_raw_parts_mut(a_base.get().add(t * plan.a_len), plan.a_len))
+                    aligned(core::slice::from_raw_parts_mut(
+                        a_base.get().add(t * plan.a_len),
+                        plan.a_len,
+                    ))
                 };
                 for ic in (r0..r1).step_by(uk.mc) {
                     let mc = uk.mc.min(r1 - ic);
                     pack_a(&a, ic, mc, pc, kc, mr, a_block);
                     // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C belong to this team.
                     unsafe {
-                        macro_kernel(uk, alpha, beta_k, kc, mc, nc, a_block, b_block, c_base.get().add(ic * ldc + jc), ldc)
+                        macro_kernel(
+                            uk,
+                            alpha,
+                            beta_k,
+                            kc,
+                            mc,
+                            nc,
+                            a_block,
+                            b_block,
+                            c_base.get().add(ic * ldc + jc),
+                            ldc,
+                        )
                     };
                 }
             });

@@ -58,18 +58,13 @@ pub(super) fn pack_a(
         let rows = mr.min(mc - q * mr);
         let r0 = i0 + q * mr;
         if a.col_stride == 1 {
-            // Rows are contiguous in k: read along rows, write with stride mr.
+            let start = r0 * a.row_stride + p0;
+            transpose_rows(&a.data[start..], a.row_stride, rows, kc, panel, mr);
+            continue;
+        }
+        for k in 0..kc {
             for i in 0..rows {
-                let start = (r0 + i) * a.row_stride + p0;
-                for (k, &v) in a.data[start..start + kc].iter().enumerate() {
-                    panel[k * mr + i] = v;
-                }
-            }
-        } else {
-            for k in 0..kc {
-                for i in 0..rows {
-                    panel[k * mr + i] = a.at(r0 + i, p0 + k);
-                }
+                panel[k * mr + i] = a.at(r0 + i, p0 + k);
             }
         }
         if rows < mr {
@@ -104,17 +99,15 @@ pub(super) fn pack_b<T: GemmRhs>(
                 out[cols..].fill(0.0);
             }
         } else {
-            // B seen transposed: columns are contiguous in k.
+            // B seen transposed.
+            if b.row_stride == 1 {
+                let start = c0 * b.col_stride + p0;
+                transpose_rows(&b.data[start..], b.col_stride, cols, kc, panel, nr);
+                continue;
+            }
             for j in 0..cols {
-                let start = (c0 + j) * b.col_stride + p0 * b.row_stride;
-                if b.row_stride == 1 {
-                    for (k, &v) in b.data[start..start + kc].iter().enumerate() {
-                        panel[k * nr + j] = v.widen();
-                    }
-                } else {
-                    for k in 0..kc {
-                        panel[k * nr + j] = b.at(p0 + k, c0 + j).widen();
-                    }
+                for k in 0..kc {
+                    panel[k * nr + j] = b.at(p0 + k, c0 + j).widen();
                 }
             }
             if cols < nr {
@@ -122,6 +115,45 @@ pub(super) fn pack_b<T: GemmRhs>(
                     panel[k * nr + cols..(k + 1) * nr].fill(0.0);
                 }
             }
+        }
+    }
+}
+
+/// `dst[k·width + t] = src[t·stride + k]` (widened) for `t < rows`, `k < kc`, and zero for
+/// `rows ≤ t < width`: `rows` source rows interleaved into a panel.
+///
+/// Source rows are read eight at a time, side by side, so every read is a sequential stream and
+/// every write a contiguous run of eight; one row at a time would write with a stride of `width`.
+fn transpose_rows<T: GemmRhs>(
+    src: &[T],
+    stride: usize,
+    rows: usize,
+    kc: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
+    const GROUP: usize = 8;
+    let dst = &mut dst[..kc * width];
+    let mut t0 = 0;
+    while t0 + GROUP <= rows {
+        let lanes: [&[T]; GROUP] = core::array::from_fn(|u| &src[(t0 + u) * stride..][..kc]);
+        for (k, out) in dst.chunks_exact_mut(width).enumerate() {
+            let out = &mut out[t0..t0 + GROUP];
+            for u in 0..GROUP {
+                out[u] = lanes[u][k].widen();
+            }
+        }
+        t0 += GROUP;
+    }
+    for t in t0..rows {
+        let lane = &src[t * stride..][..kc];
+        for (k, out) in dst.chunks_exact_mut(width).enumerate() {
+            out[t] = lane[k].widen();
+        }
+    }
+    if rows < width {
+        for out in dst.chunks_exact_mut(width) {
+            out[rows..].fill(0.0);
         }
     }
 }
