@@ -9,7 +9,7 @@ const MR: usize = 6;
 const NR: usize = 16;
 
 pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 144, nc: 2048, run: kernel };
+    MicroKernel { mr: MR, nr: NR, kc: 384, mc: 1008, nc: 384, run: kernel };
 
 /// # Safety
 /// See [`super::MicroKernelFn`]; the CPU must support AVX2 and FMA.

@@ -9,7 +9,7 @@ const MR: usize = 12;
 const NR: usize = 32;
 
 pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 384, nc: 4096, run: kernel };
+    MicroKernel { mr: MR, nr: NR, kc: 384, mc: 1008, nc: 384, run: kernel };
 
 /// # Safety
 /// See [`super::MicroKernelFn`]; the CPU must support AVX-512F.

@@ -1,12 +1,15 @@
 //! The blocked GEMM loops around a micro-kernel, shared between threads.
 //!
-//! Loop order (outermost first): `nc` columns of B → `kc` depth (pack B) → `mc` rows of A (pack A)
-//! → `nr` tile columns → `mr` tile rows → micro-kernel. A packed B micro-panel (`kc × nr`) stays in
-//! L1 while the A panels of one `mc` block stream through it from L2.
+//! Loop order (outermost first): `mc` rows of A → `kc` depth (pack A: a large block that lives in
+//! L3) → `nc` columns of B (pack B: a block sized for L2) → `mr` tile rows → `nr` tile columns →
+//! micro-kernel. A packed A micro-panel (`mr × kc`) stays in L1 while the B micro-panels of one
+//! block stream through it from L2. (This is the classic BLIS order applied to `Cᵀ = Bᵀ·Aᵀ`: with
+//! M = 512 tokens, A is small enough to pack once.)
 //!
-//! With several threads, each `kc × nc` block of B is packed once, its panels split between the
-//! threads; then each thread multiplies its own range of rows of A (packing only those) by the
-//! shared packed block. Nothing is packed twice, and threads write disjoint rows of C.
+//! With several threads, each thread takes a range of columns of B and C and runs the whole loop
+//! nest on it, packing its own copy of each A block: one fork-join per call (waking workers costs
+//! more than the duplicated A packing, which M = 512 keeps small), and threads write disjoint
+//! columns of C.
 
 use super::pack::{GemmRhs, pack_a, pack_b};
 use super::{MAX_TILE, Mat, MatMut, MicroKernel, round_up};
@@ -15,31 +18,31 @@ use crate::parallel::Parallel;
 /// Floats of slack per packed buffer so each can start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
-/// How the scratch of one GEMM call is laid out: one shared B block, one A block per thread.
+/// How the scratch of one GEMM call is laid out: an A block and a B block per thread.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ScratchPlan {
-    /// Threads that multiply (each owns a range of rows).
+    /// Threads that multiply (each owns a range of columns).
     teams: usize,
-    /// Floats of the packed B block (plus slack).
-    b_len: usize,
     /// Floats of one thread's packed A block (plus slack).
     a_len: usize,
+    /// Floats of one thread's packed B block (plus slack).
+    b_len: usize,
 }
 
 impl ScratchPlan {
     pub(super) fn new(uk: &MicroKernel, m: usize, n: usize, k: usize, threads: usize) -> Self {
-        let teams = threads.max(1).min(m.div_ceil(uk.mr)).max(1);
-        let rows_per_team = round_up(m.div_ceil(teams), uk.mr);
+        let teams = threads.max(1).min(n.div_ceil(uk.nr)).max(1);
+        let cols_per_team = round_up(n.div_ceil(teams), uk.nr);
         let kc = uk.kc.min(k);
         ScratchPlan {
             teams,
-            b_len: round_up(uk.nc.min(n), uk.nr) * kc + ALIGN_SLACK,
-            a_len: round_up(uk.mc.min(rows_per_team), uk.mr) * kc + ALIGN_SLACK,
+            a_len: round_up(uk.mc.min(m), uk.mr) * kc + ALIGN_SLACK,
+            b_len: round_up(uk.nc.min(cols_per_team), uk.nr) * kc + ALIGN_SLACK,
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.b_len + self.teams * self.a_len
+        self.teams * (self.a_len + self.b_len)
     }
 }
 
@@ -82,54 +85,32 @@ pub(super) fn run<T: GemmRhs>(
         return;
     }
     let (mr, nr) = (uk.mr, uk.nr);
-    let (b_region, a_regions) = scratch.split_at_mut(plan.b_len);
-    let b_pack = aligned(b_region);
-    let a_base = Shared(a_regions.as_mut_ptr());
+    let base = Shared(scratch.as_mut_ptr());
     let c_base = Shared(c.data.as_mut_ptr());
     let teams = plan.teams;
-    let rows_per_team = round_up(m.div_ceil(teams), mr);
-    let fork = |tasks: usize, task: &(dyn Fn(usize) + Sync)| {
-        if tasks == 1 { task(0) } else { parallel.run(tasks, task) }
-    };
-
-    for jc in (0..n).step_by(uk.nc) {
-        let nc = uk.nc.min(n - jc);
-        let panels = nc.div_ceil(nr);
-        for pc in (0..k).step_by(uk.kc) {
-            let kc = uk.kc.min(k - pc);
-            // Pack the B block: each thread packs a contiguous run of panels.
-            {
-                let b_shared = Shared(b_pack.as_mut_ptr());
-                let packers = teams.min(panels);
-                fork(packers, &|t| {
-                    let (q0, q1) = (panels * t / packers, panels * (t + 1) / packers);
-                    let cols = (q1 * nr).min(nc) - q0 * nr;
-                    // SAFETY: panels q0..q1 occupy their own kc·nr floats each of the B block.
-                    let dst = unsafe {
-                        core::slice::from_raw_parts_mut(
-                            b_shared.get().add(q0 * nr * kc),
-                            (q1 - q0) * nr * kc,
-                        )
-                    };
-                    pack_b(&b, pc, kc, jc + q0 * nr, cols, nr, dst);
-                });
-            }
-            // The first depth block applies beta; later ones accumulate onto it.
-            let beta_k = if pc == 0 { beta } else { 1.0 };
-            let b_block: &[f32] = b_pack;
-            fork(teams, &|t| {
-                let r0 = t * rows_per_team;
-                let r1 = m.min(r0 + rows_per_team);
-                // SAFETY: team t owns A scratch block t and rows r0..r1 of C.
-                let a_block = unsafe {
-                    aligned(core::slice::from_raw_parts_mut(
-                        a_base.get().add(t * plan.a_len),
-                        plan.a_len,
-                    ))
-                };
-                for ic in (r0..r1).step_by(uk.mc) {
-                    let mc = uk.mc.min(r1 - ic);
-                    pack_a(&a, ic, mc, pc, kc, mr, a_block);
+    let cols_per_team = round_up(n.div_ceil(teams), nr);
+    let team = |t: usize| {
+        let c0 = t * cols_per_team;
+        let c1 = n.min(c0 + cols_per_team);
+        // SAFETY: team t owns scratch blocks t (A, then B) and columns c0..c1 of C.
+        let (a_pack, b_pack) = unsafe {
+            let own = core::slice::from_raw_parts_mut(
+                base.get().add(t * (plan.a_len + plan.b_len)),
+                plan.a_len + plan.b_len,
+            );
+            let (a_region, b_region) = own.split_at_mut(plan.a_len);
+            (aligned(a_region), aligned(b_region))
+        };
+        for ic in (0..m).step_by(uk.mc) {
+            let mc = uk.mc.min(m - ic);
+            for pc in (0..k).step_by(uk.kc) {
+                let kc = uk.kc.min(k - pc);
+                pack_a(&a, ic, mc, pc, kc, mr, a_pack);
+                // The first depth block applies beta; later ones accumulate onto it.
+                let beta_k = if pc == 0 { beta } else { 1.0 };
+                for jc in (c0..c1).step_by(uk.nc) {
+                    let nc = uk.nc.min(c1 - jc);
+                    pack_b(&b, pc, kc, jc, nc, nr, b_pack);
                     // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C belong to this team.
                     unsafe {
                         macro_kernel(
@@ -139,16 +120,17 @@ pub(super) fn run<T: GemmRhs>(
                             kc,
                             mc,
                             nc,
-                            a_block,
-                            b_block,
+                            a_pack,
+                            b_pack,
                             c_base.get().add(ic * ldc + jc),
                             ldc,
                         )
                     };
                 }
-            });
+            }
         }
-    }
+    };
+    if teams == 1 { team(0) } else { parallel.run(teams, &team) }
 }
 
 /// The part of `region` starting at its first 64-byte boundary.
@@ -169,7 +151,8 @@ fn scale_rows(c: &mut [f32], m: usize, n: usize, ldc: usize, beta: f32) {
     }
 }
 
-/// All tiles of one packed `mc × kc` A block times one packed `kc × nc` B block.
+/// All tiles of one packed `mc × kc` A block times one packed `kc × nc` B block, row panel by
+/// row panel (the A micro-panel stays in L1).
 ///
 /// # Safety
 /// `c` is valid for reads and writes of `mc` rows of `nc` floats, `ldc` apart, and no other
@@ -189,12 +172,12 @@ unsafe fn macro_kernel(
 ) {
     let (mr, nr) = (uk.mr, uk.nr);
     let mut tile = [0.0f32; MAX_TILE];
-    for jr in (0..nc).step_by(nr) {
-        let cols = nr.min(nc - jr);
-        let b_panel = b_pack[jr * kc..].as_ptr();
-        for ir in (0..mc).step_by(mr) {
-            let rows = mr.min(mc - ir);
-            let a_panel = a_pack[ir * kc..].as_ptr();
+    for ir in (0..mc).step_by(mr) {
+        let rows = mr.min(mc - ir);
+        let a_panel = a_pack[ir * kc..].as_ptr();
+        for jr in (0..nc).step_by(nr) {
+            let cols = nr.min(nc - jr);
+            let b_panel = b_pack[jr * kc..].as_ptr();
             // SAFETY: the tile lies inside the block of C.
             let c_tile = unsafe { c.add(ir * ldc + jr) };
             if rows == mr && cols == nr {

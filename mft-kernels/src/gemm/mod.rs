@@ -3,12 +3,12 @@
 //!
 //! Operands are strided views ([`Mat`]); a transposed operand is the same memory seen through
 //! [`Mat::t`], so the layouts training needs (A·B, A·Bᵀ, Aᵀ·B) are all one call. The algorithm is
-//! the classic packed, cache-blocked one: B is packed in `kc × nc` blocks, A in `mc × kc` blocks,
+//! the classic packed, cache-blocked one: A is packed in `mc × kc` blocks, B in `kc × nc` blocks,
 //! both into panels laid out for a register-tiled micro-kernel written per ISA. Packing buffers come
 //! from the caller ([`Gemm::scratch_len`] says how much); nothing is allocated.
 //!
-//! Work is split across threads through [`Parallel`]: each block of B is packed once by all
-//! threads together, then each thread multiplies its own rows of A by it.
+//! Work is split across threads through [`Parallel`]: each thread takes a range of columns of B
+//! and C.
 //!
 //! ```
 //! use mft_kernels::{Gemm, Mat, MatMut, Sequential};
@@ -153,9 +153,9 @@ pub(crate) struct MicroKernel {
     pub nr: usize,
     /// Depth of one packed block (A panels and B panels share it).
     pub kc: usize,
-    /// Rows of A packed at once (a multiple of `mr`).
+    /// Rows of A packed at once (a multiple of `mr`; sized for L3, so M = 512 is one block).
     pub mc: usize,
-    /// Columns of B packed at once (a multiple of `nr`).
+    /// Columns of B packed at once (a multiple of `nr`; sized for L2).
     pub nc: usize,
     /// The tile routine.
     pub run: MicroKernelFn,

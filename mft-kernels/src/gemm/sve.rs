@@ -27,10 +27,10 @@ pub(super) unsafe fn kernel() -> MicroKernel {
     // SAFETY: the caller guarantees SVE.
     let floats = unsafe { crate::vector::sve::vector_bytes() } / 4;
     let nr = 2 * floats;
-    // About 1536 columns of B per block, rounded down to whole tiles (1536 itself for every
-    // power-of-two vector length).
-    let nc = (1536 / nr).max(1) * nr;
-    MicroKernel { mr: MR, nr, kc: 256, mc: 128, nc, run: tile }
+    // About 384 columns of B per block (sized for L2), rounded down to whole tiles (384 itself
+    // for every power-of-two vector length up to 1024 bits).
+    let nc = (384 / nr).max(1) * nr;
+    MicroKernel { mr: MR, nr, kc: 256, mc: 1024, nc, run: tile }
 }
 
 /// # Safety
