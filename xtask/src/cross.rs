@@ -51,12 +51,15 @@ impl QemuCpu {
 
 /// Cross-build the tests, then run them once per CPU in `cpus`.
 pub fn run(phases: &mut Phases, cpus: &[QemuCpu], filter: &[String]) -> Result<(), Failure> {
-    // xtask's own tests exercise the host tooling, not the library, so they are not cross-run.
+    // xtask's own tests exercise the host tooling, not the library, and mft-benches has none (its
+    // peers would only slow the cross-build), so neither is cross-run.
     let base = [
         "test",
         "--workspace",
         "--exclude",
         "xtask",
+        "--exclude",
+        "mft-benches",
         "--release",
         "--target",
         TARGET,
