@@ -1,3 +1,4 @@
-//! Benchmarks of mft's kernels live in `benches/`; run them with `cargo bench -p mft-benches`.
-//! Peers (gemm, matrixmultiply, faer, PyTorch through a script) join as the kernels they measure
-//! land. This library target is empty.
+//! Benchmarks of mft's kernels live in `benches/` (this library target is empty):
+//! `cargo xtask bench kernels` runs `benches/kernels.rs`, the side-by-side GEMM table against the
+//! `gemm`, `matrixmultiply` and `faer` crates and the measured FMA peak; `cargo bench -p
+//! mft-benches --bench gemm` is the criterion version, `--bench vector` the vector kernels.
