@@ -404,22 +404,8 @@ fn measure_shape(
     }
 
     let peak_stats = Stats::of(&peak_samples);
-    let mut results = serde_json::Map::new();
-    let mut medians = Vec::new();
-    for (i, which) in Impl::ALL.iter().enumerate() {
-        let value = if correct[i] {
-            let stats = Stats::of(&samples[i]);
-            medians.push(Some(stats.median));
-            let mut v = stats.json(&samples[i]);
-            v["calls_per_sample"] = json!(calls[i]);
-            v["max_rel_error"] = json!(errors[i]);
-            v
-        } else {
-            medians.push(None);
-            json!({ "wrong": true, "max_rel_error": finite_or_null(errors[i]) })
-        };
-        results.insert(which.name().to_string(), value);
-    }
+    let names = Impl::ALL.map(|which| which.name());
+    let (results, medians) = summarize(&names, &correct, &samples, &calls, &errors);
     let ours = medians[0];
     let best_peer = medians[1..]
         .iter()
@@ -501,22 +487,7 @@ fn measure_half(
         }
     }
 
-    let mut results = serde_json::Map::new();
-    let mut medians = Vec::new();
-    for (i, name) in NAMES.iter().enumerate() {
-        let value = if correct[i] {
-            let stats = Stats::of(&samples[i]);
-            medians.push(Some(stats.median));
-            let mut v = stats.json(&samples[i]);
-            v["calls_per_sample"] = json!(calls[i]);
-            v["max_rel_error"] = json!(errors[i]);
-            v
-        } else {
-            medians.push(None);
-            json!({ "wrong": true, "max_rel_error": finite_or_null(errors[i]) })
-        };
-        results.insert(name.to_string(), value);
-    }
+    let (results, medians) = summarize(&NAMES, &correct, &samples, &calls, &errors);
     let ratio = |i: usize| medians[i].zip(medians[0]).map(|(h, f)| h / f);
     let row = json!({
         "layer": shape.layer(),
@@ -532,6 +503,34 @@ fn measure_half(
 }
 
 /// JSON has no infinity or NaN: those become null.
+/// Per implementation: its JSON result (statistics, or `wrong` when it failed the check) and its
+/// median GFLOP/s (`None` when wrong).
+fn summarize(
+    names: &[&str],
+    correct: &[bool],
+    samples: &[Vec<f64>],
+    calls: &[u32],
+    errors: &[f64],
+) -> (serde_json::Map<String, Value>, Vec<Option<f64>>) {
+    let mut results = serde_json::Map::new();
+    let mut medians = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let value = if correct[i] {
+            let stats = Stats::of(&samples[i]);
+            medians.push(Some(stats.median));
+            let mut v = stats.json(&samples[i]);
+            v["calls_per_sample"] = json!(calls[i]);
+            v["max_rel_error"] = json!(errors[i]);
+            v
+        } else {
+            medians.push(None);
+            json!({ "wrong": true, "max_rel_error": finite_or_null(errors[i]) })
+        };
+        results.insert(name.to_string(), value);
+    }
+    (results, medians)
+}
+
 fn finite_or_null(x: f64) -> Value {
     if x.is_finite() { json!(x) } else { Value::Null }
 }

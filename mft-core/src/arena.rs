@@ -217,8 +217,8 @@ impl<'buf> Arena<'buf> {
         for slot in slots.iter_mut() {
             slot.write(value);
         }
-        // SAFETY: every element was initialized just above; `MaybeUninit<T>` has `T`'s layout.
-        Ok(unsafe { &mut *(slots as *mut [MaybeUninit<T>] as *mut [T]) })
+        // SAFETY: every element was initialized just above.
+        Ok(unsafe { assume_init(slots) })
     }
 
     /// `len` elements of `T`, all-zero bytes (valid for every [`bytemuck::Zeroable`] type).
@@ -227,7 +227,7 @@ impl<'buf> Arena<'buf> {
         // SAFETY: writes `len * size_of::<T>()` bytes inside the allocation just made.
         unsafe { core::ptr::write_bytes(slots.as_mut_ptr(), 0, len) };
         // SAFETY: all-zero bytes are a valid `T` because `T: Zeroable`.
-        Ok(unsafe { &mut *(slots as *mut [MaybeUninit<T>] as *mut [T]) })
+        Ok(unsafe { assume_init(slots) })
     }
 
     /// A copy of `src` in the arena.
@@ -237,7 +237,7 @@ impl<'buf> Arena<'buf> {
             slot.write(value);
         }
         // SAFETY: every element was initialized just above.
-        Ok(unsafe { &mut *(slots as *mut [MaybeUninit<T>] as *mut [T]) })
+        Ok(unsafe { assume_init(slots) })
     }
 
     /// A zero-filled contiguous tensor of the given shape.
@@ -253,6 +253,15 @@ impl<'buf> Arena<'buf> {
         let region = self.alloc_uninit::<u8>(bytes)?;
         Ok(Arena::new(region))
     }
+}
+
+/// The slice as initialized elements (`MaybeUninit<T>` has `T`'s layout).
+///
+/// # Safety
+/// Every element of `slots` holds a valid `T`.
+unsafe fn assume_init<T>(slots: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: the caller guarantees every element is initialized.
+    unsafe { &mut *(slots as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 impl core::fmt::Debug for Arena<'_> {
