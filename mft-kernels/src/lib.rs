@@ -13,13 +13,26 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod activation;
+pub mod attention;
+pub mod bias;
+pub mod embedding;
 pub mod gemm;
 pub mod isa;
+pub mod kernels;
+pub mod loss;
+pub mod math;
+pub mod norm;
+pub mod optim;
 pub mod parallel;
+pub mod rope;
+pub mod softmax;
 pub mod vector;
+mod vectorize;
 
 pub use gemm::{Gemm, GemmRhs, Mat, MatMut, gemm, gemm_scratch_len};
 pub use isa::{Isa, sve_vector_bits};
+pub use kernels::Kernels;
 pub use mft_core::{bf16, f16};
-pub use parallel::{Parallel, Sequential};
+pub use parallel::{Parallel, Sequential, SharedSlice, for_each_range};
 pub use vector::VectorKernels;
