@@ -8,6 +8,10 @@
 //! all measured in the same run. Further rows compare our GEMM with an f16 or bf16 B against our
 //! f32 one at the forward and dY·Wᵀ shapes. Every implementation is checked against
 //! `matrixmultiply` once per shape before it is timed; a wrong one is reported, never timed.
+//! Last come the training primitives (`common/primitives.rs`): attention forward + backward at
+//! batch 4, 12 heads, head_dim 64, T = 128, 512, 1024, and the fused LM head + cross-entropy at
+//! GPT-2's and Gemma 3's vocabularies, each as counted GFLOP/s against our GEMM measured
+//! interleaved with it (their correctness is the tests' job).
 //!
 //! `matrixmultiply` fixes its thread count once per process (`MATMUL_NUM_THREADS`), so each
 //! thread count is measured in a child process of this one (`--worker`) with `MATMUL_NUM_THREADS`
@@ -22,14 +26,16 @@ use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use common::primitives::{AttentionBench, LossBench, LossMode};
 use common::{FmaPeak, Impl, Problem, Runner, Shape, TOLERANCE, relative_error};
-use mft_kernels::{bf16, f16};
+use mft_kernels::{Kernels, bf16, f16};
 use serde_json::{Value, json};
 
 const USAGE: &str = "\
 usage: kernels [--json] [--quick] [--threads 1,2]
   --json          print a JSON document of every number (the table goes to stderr)
-  --quick         fewer repetitions, no vocabulary-sized (LM head) shapes: a smoke test
+  --quick         fewer repetitions, no vocabulary-sized GEMM shapes, no T = 1024 attention,
+                  no Gemma-sized loss: a smoke test
   --threads LIST  thread counts to measure (default 1,2)";
 
 /// Command-line options.
@@ -207,16 +213,19 @@ fn parent(options: &Options) -> Result<bool, String> {
 fn document(options: &Options, reports: &[Value], took: Duration) -> Value {
     let mut rows: Vec<Value> = Vec::new();
     let mut half_rows: Vec<Value> = Vec::new();
+    let mut primitive_rows: Vec<Value> = Vec::new();
     let mut peaks = serde_json::Map::new();
     for report in reports {
         let threads = report["threads"].as_u64().unwrap_or(0);
         peaks.insert(threads.to_string(), report["peak"].clone());
         rows.extend(report["rows"].as_array().cloned().unwrap_or_default());
         half_rows.extend(report["half_rows"].as_array().cloned().unwrap_or_default());
+        primitive_rows.extend(report["primitive_rows"].as_array().cloned().unwrap_or_default());
     }
     let key = |row: &Value| (row["index"].as_u64(), row["threads"].as_u64());
     rows.sort_by_key(key);
     half_rows.sort_by_key(key);
+    primitive_rows.sort_by_key(key);
     let fma_isa = reports.first().map_or(Value::Null, |r| r["fma_isa"].clone());
     let mut flags = String::new();
     if options.quick {
@@ -242,6 +251,7 @@ fn document(options: &Options, reports: &[Value], took: Duration) -> Value {
         },
         "rows": rows,
         "half_rows": half_rows,
+        "primitive_rows": primitive_rows,
     })
 }
 
@@ -332,6 +342,7 @@ fn worker(options: &Options, threads: usize) -> (Value, bool) {
         );
         half_rows.push(row);
     }
+    let primitive_rows = measure_primitives(&mut runner, options);
     let peak_stats = Stats::of(&peak_samples);
     let report = json!({
         "threads": threads,
@@ -339,8 +350,99 @@ fn worker(options: &Options, threads: usize) -> (Value, bool) {
         "peak": peak_stats.json(&peak_samples),
         "rows": rows,
         "half_rows": half_rows,
+        "primitive_rows": primitive_rows,
     });
     (report, all_ok)
+}
+
+/// The training primitives (attention, the fused loss), each interleaved with our GEMM at GPT-2's
+/// `c_attn` forward shape (512×2304×768), whose rate they are compared with.
+fn measure_primitives(runner: &mut Runner, options: &Options) -> Vec<Value> {
+    let kernels = Kernels::best();
+    let threads = runner.threads();
+    let reference = Shape { k_in: 768, n_out: 2304, layout: common::Layout::Forward };
+    let mut problem = Problem::new(reference);
+    let reference_flops = reference.flops();
+    let seqs: &[usize] = if options.quick { &[128, 512] } else { &[128, 512, 1024] };
+    let mut rows = Vec::new();
+    let mut measure = |kind: &str,
+                       name: String,
+                       dims: String,
+                       flops: f64,
+                       scratch_floats: usize,
+                       run: &mut dyn FnMut(&mut Runner)| {
+        let started = Instant::now();
+        let Problem { a, b, c, .. } = &mut problem;
+        let start = Instant::now();
+        run(runner);
+        let calls = calls_for(start.elapsed(), options.min_sample());
+        let start = Instant::now();
+        runner.run_ours(&reference, a, b, c);
+        let reference_calls = calls_for(start.elapsed(), options.min_sample());
+        let (mut samples, mut reference_samples) = (Vec::new(), Vec::new());
+        for _ in 0..options.reps() {
+            samples.push(time_calls(flops, calls, || run(runner)));
+            reference_samples.push(time_calls(reference_flops, reference_calls, || {
+                runner.run_ours(&reference, a, b, c)
+            }));
+        }
+        let (stats, reference_stats) = (Stats::of(&samples), Stats::of(&reference_samples));
+        let ms_per_call: Vec<f64> = samples.iter().map(|g| flops / g / 1e6).collect();
+        let ratio = stats.median / reference_stats.median;
+        eprintln!(
+            "  [{threads}t] {kind} {name} ({dims}): {:.1} GFLOP/s, {:.1} ms a call, {ratio:.2}× \
+             our GEMM ({:.1}) ({:.1}s)",
+            stats.median,
+            Stats::of(&ms_per_call).median,
+            reference_stats.median,
+            started.elapsed().as_secs_f64()
+        );
+        rows.push(json!({
+            "index": rows.len(),
+            "kernel": kind,
+            "name": name,
+            "dims": dims,
+            "threads": threads,
+            "gflop_per_call": flops / 1e9,
+            "scratch_bytes": scratch_floats * 4,
+            "gflops": stats.json(&samples),
+            "ms_per_call": Stats::of(&ms_per_call).json(&ms_per_call),
+            "gemm_reference": format!("ours, X·W {}", reference.dims()),
+            "gemm_gflops": reference_stats.json(&reference_samples),
+            "over_gemm": ratio,
+        }));
+    };
+    for &seq in seqs {
+        let mut bench = AttentionBench::gpt2(&kernels, seq, threads);
+        let s = *bench.shape();
+        measure(
+            "attention fwd+bwd",
+            format!("T={seq}"),
+            format!("{}×{}×{}×{}", s.batch, s.n_heads, seq, s.head_dim),
+            bench.flops(),
+            bench.scratch_len(),
+            &mut |runner| bench.run(&kernels, runner.parallel()),
+        );
+    }
+    let mut losses = vec![LossBench::gpt2(&kernels, threads)];
+    if !options.quick {
+        losses.push(LossBench::gemma(&kernels, threads));
+    }
+    for mut bench in losses {
+        for mode in LossMode::ALL {
+            let s = *bench.shape();
+            let (flops, scratch) = (bench.flops(mode), bench.scratch_len());
+            measure(
+                "loss fwd+bwd",
+                format!("{} {}", bench.name(), mode.name()),
+                format!("{}×{}×{}", s.tokens(), s.hidden(), s.vocab()),
+                flops,
+                scratch,
+                &mut |runner| bench.run(mode, &kernels, runner.parallel()),
+            );
+        }
+    }
+    rows
 }
 
 /// Calls of a run that took `one` per call so a sample lasts at least `min_sample`.
@@ -625,6 +727,40 @@ fn table(doc: &Value) -> String {
                 ratio_cell(&row["f16_over_f32"]),
                 cell(&row["results"]["bf16"]),
                 ratio_cell(&row["bf16_over_f32"]),
+            );
+        }
+    }
+    let primitive_rows = doc["primitive_rows"].as_array().cloned().unwrap_or_default();
+    if !primitive_rows.is_empty() {
+        out += "\ntraining primitives, counted GFLOP/s (attention: the six products over the causally \
+                visible scores;\nloss: the useful 2·tokens·hidden·vocab products, 3 with the head's \
+                gradient, 2 without), against our GEMM\n(X·W 512×2304×768) interleaved with each row\n";
+        let header = format!(
+            "{:<18} {:<26} {:<18} {:>3}  {:>13} {:>13} {:>13} {:>9} {:>10}\n",
+            "kernel",
+            "case",
+            "shape",
+            "thr",
+            "ms/call",
+            "GFLOP/s",
+            "GEMM",
+            "over GEMM",
+            "scratch MB"
+        );
+        out += &header;
+        out += &format!("{}\n", "-".repeat(header.chars().count() - 1));
+        for row in &primitive_rows {
+            out += &format!(
+                "{:<18} {:<26} {:<18} {:>3}  {:>13} {:>13} {:>13} {:>9} {:>10.1}\n",
+                row["kernel"].as_str().unwrap_or(""),
+                row["name"].as_str().unwrap_or(""),
+                row["dims"].as_str().unwrap_or(""),
+                row["threads"],
+                cell(&row["ms_per_call"]),
+                cell(&row["gflops"]),
+                cell(&row["gemm_gflops"]),
+                ratio_cell(&row["over_gemm"]),
+                row["scratch_bytes"].as_f64().unwrap_or(0.0) / 1e6,
             );
         }
     }

@@ -36,10 +36,4 @@ impl Kernels {
     pub fn gemm(&self) -> &Gemm {
         &self.gemm
     }
-
-    /// Runs `body` compiled for this ISA (see [`crate::vectorize`]).
-    #[inline(always)]
-    pub(crate) fn vectorized<R>(&self, body: impl FnOnce() -> R) -> R {
-        crate::vectorize::vectorized(self.isa, body)
-    }
 }

@@ -6,8 +6,15 @@
 //! them this build can run on this CPU: without the `std` feature the choice is fixed at compile
 //! time from `cfg(target_feature)`; with it, the CPU is probed once and the answer cached.
 //!
-//! Today the crate holds GEMM ([`gemm`]) and the vector primitives ([`vector`]); work is split
-//! across threads through [`Parallel`], which the caller implements (mft-std has a pool).
+//! The crate holds GEMM ([`gemm`]), the vector primitives ([`vector`]) and every training
+//! primitive, forward and backward, as methods on [`Kernels`] (one module each): embeddings
+//! ([`embedding`]), LayerNorm and RMSNorm ([`norm`]), GELU/SiLU and the GeGLU/SwiGLU gates
+//! ([`activation`]), bias add and its gradient ([`bias`]), RoPE ([`rope`]), softmax
+//! ([`softmax`]), flash-style causal attention ([`attention`]), the fused LM head +
+//! cross-entropy ([`loss`]) and the optimizers with gradient clipping ([`optim`]). The row-wise
+//! kernels are one portable source compiled per ISA (see `vectorize.rs`), with vectorizable
+//! elementary functions from [`math`]. Work is split across threads through [`Parallel`], which
+//! the caller implements (mft-std has a pool).
 #![no_std]
 
 #[cfg(any(test, feature = "std"))]
@@ -30,9 +37,14 @@ pub mod softmax;
 pub mod vector;
 mod vectorize;
 
+pub use attention::{AttentionGrads, AttentionInputs, AttentionShape};
+pub use embedding::WriteMode;
 pub use gemm::{Gemm, GemmRhs, Mat, MatMut, gemm, gemm_scratch_len};
 pub use isa::{Isa, sve_vector_bits};
 pub use kernels::Kernels;
+pub use loss::{IGNORE_INDEX, LmHeadLoss, LossValue};
 pub use mft_core::{bf16, f16};
+pub use norm::RmsNormForm;
+pub use optim::{AdamW, Sgd};
 pub use parallel::{Parallel, Sequential, SharedSlice, for_each_range};
 pub use vector::VectorKernels;

@@ -2,24 +2,40 @@
 //!
 //! The row-wise kernels (norms, activations, softmax, RoPE, the optimizers, …) are plain loops
 //! over slices, written so that LLVM can vectorize them: fixed-width lane accumulators instead of
-//! a serial sum, [`crate::math`]'s branch-free `exp` instead of a libm call. [`vectorized`] runs
+//! a serial sum, [`crate::math`]'s branch-free `exp` instead of a libm call. [`vectorized!`] runs
 //! such a body inside a function compiled with an ISA's target features, so the same source
 //! becomes AVX-512, AVX2+FMA, NEON or SVE code at run time. The compute-bound kernel (GEMM) is
 //! hand-written per ISA instead; these loops are memory-bound, and the compiler's SIMD for them
 //! is as good as hand-written intrinsics while one source keeps every ISA's results in step.
 //!
-//! The body and everything it calls must be inlined into the wrapper to get its features: keep
-//! kernel bodies in `#[inline(always)]` functions.
+//! The body and everything it calls must be inlined into the wrapper to get its features. Kernel
+//! bodies live in `#[inline(always)]` functions, and the [`vectorized!`] macro wraps the call in
+//! an `#[inline(always)]` closure: one plain closure called from the three wrappers of an ISA
+//! family is, once large, not inlined by LLVM and so silently runs without the features.
 
 use crate::isa::Isa;
 
-/// Runs `body` compiled for `isa`'s target features.
+/// Runs `$body` (an expression) compiled for the target features of `$isa` (an [`Isa`]). The
+/// expression is evaluated once; `return` and `?` inside it act on a closure, so do not use them.
+macro_rules! vectorized {
+    ($isa:expr, $body:expr $(,)?) => {
+        $crate::vectorize::run_on(
+            $isa,
+            #[inline(always)]
+            || $body,
+        )
+    };
+}
+pub(crate) use vectorized;
+
+/// Runs `body` compiled for `isa`'s target features. Call it through [`vectorized!`], which
+/// makes sure the body is inlined into the wrapper.
 ///
 /// # Panics
 /// If `isa` is not supported by this build and CPU (a programming error: callers hold an ISA
 /// from a table that was built only for supported ones).
 #[inline(always)]
-pub(crate) fn vectorized<R>(isa: Isa, body: impl FnOnce() -> R) -> R {
+pub(crate) fn run_on<R>(isa: Isa, body: impl FnOnce() -> R) -> R {
     assert!(isa.is_supported(), "kernel for {isa} called on a CPU without it");
     match isa {
         #[cfg(target_arch = "x86_64")]

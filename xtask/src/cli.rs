@@ -17,7 +17,8 @@ commands:
   nostd                    build mft-core, mft-kernels and mft-models for targets without std
   bench kernels [--json] [--quick] [--threads 1,2]
                            GEMM at GPT-2-small shapes against the gemm, matrixmultiply and
-                           faer crates and the machine's FMA peak, side by side in one run
+                           faer crates and the machine's FMA peak, side by side in one run,
+                           then attention and the fused LM-head loss against our GEMM
                            (minutes); --json: every number as JSON on stdout; --quick: fewer
                            runs, no LM-head shapes; --threads: thread counts (default 1,2)
   help                     this text

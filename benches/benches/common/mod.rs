@@ -7,6 +7,8 @@
 // Each bench target uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod primitives;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -272,6 +274,14 @@ impl Runner {
     /// The thread count.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The `Parallel` our kernels run on: the pool, or the calling thread.
+    pub fn parallel(&self) -> &dyn Parallel {
+        match &self.pool {
+            Some(pool) => pool,
+            None => &Sequential,
+        }
     }
 
     /// Our GEMM.

@@ -13,7 +13,9 @@
 
 use super::pack::{GemmRhs, pack_a, pack_b};
 use super::{MAX_TILE, Mat, MatMut, MicroKernel, round_up};
+use crate::isa::Isa;
 use crate::parallel::Parallel;
+use crate::vectorize::vectorized;
 
 /// Floats of slack per packed buffer so each can start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
@@ -63,8 +65,11 @@ impl Shared {
 }
 
 /// Validated operands in, `C = alpha·A·B + beta·C` out. `scratch` holds at least `plan.len()`.
+/// Packing is compiled for `isa` (the micro-kernel's), so its copies and transposes use the
+/// same vector width.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run<T: GemmRhs>(
+    isa: Isa,
     uk: &MicroKernel,
     alpha: f32,
     a: Mat<'_, f32>,
@@ -105,12 +110,12 @@ pub(super) fn run<T: GemmRhs>(
             let mc = uk.mc.min(m - ic);
             for pc in (0..k).step_by(uk.kc) {
                 let kc = uk.kc.min(k - pc);
-                pack_a(&a, ic, mc, pc, kc, mr, a_pack);
+                vectorized!(isa, pack_a(&a, ic, mc, pc, kc, mr, a_pack));
                 // The first depth block applies beta; later ones accumulate onto it.
                 let beta_k = if pc == 0 { beta } else { 1.0 };
                 for jc in (c0..c1).step_by(uk.nc) {
                     let nc = uk.nc.min(c1 - jc);
-                    pack_b(&b, pc, kc, jc, nc, nr, b_pack);
+                    vectorized!(isa, pack_b(&b, pc, kc, jc, nc, nr, b_pack));
                     // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C belong to this team.
                     unsafe {
                         macro_kernel(

@@ -248,7 +248,7 @@ impl Gemm {
              (see Gemm::scratch_len)",
             scratch.len()
         );
-        driver::run(&self.kernel, alpha, a, b, beta, c, scratch, plan, parallel);
+        driver::run(self.isa, &self.kernel, alpha, a, b, beta, c, scratch, plan, parallel);
     }
 }
 

@@ -45,6 +45,7 @@ impl GemmRhs for f16 {
 
 /// Pack rows `i0..i0 + mc` and columns `p0..p0 + kc` of A into `mr`-row panels: panel `q`
 /// holds, for each `k`, the `mr` values of rows `i0 + q·mr ..`, zero past the last row.
+#[inline(always)]
 pub(super) fn pack_a(
     a: &Mat<'_, f32>,
     i0: usize,
@@ -77,6 +78,7 @@ pub(super) fn pack_a(
 
 /// Pack rows `p0..p0 + kc` and columns `j0..j0 + nc` of B into `nr`-column panels: panel `q`
 /// holds, for each `k`, the `nr` values of columns `j0 + q·nr ..`, zero past the last column.
+#[inline(always)]
 pub(super) fn pack_b<T: GemmRhs>(
     b: &Mat<'_, T>,
     p0: usize,
@@ -124,6 +126,7 @@ pub(super) fn pack_b<T: GemmRhs>(
 ///
 /// Source rows are read eight at a time, side by side, so every read is a sequential stream and
 /// every write a contiguous run of eight; one row at a time would write with a stride of `width`.
+#[inline(always)]
 fn transpose_rows<T: GemmRhs>(
     src: &[T],
     stride: usize,
