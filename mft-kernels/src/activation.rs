@@ -20,9 +20,9 @@
 //! All gradients here are activation gradients and are written, not accumulated. Elements are
 //! independent, so results do not depend on the thread count.
 
-use crate::bias::MIN_TASK_ELEMENTS;
 use crate::kernels::Kernels;
 use crate::math::sigmoid;
+use crate::parallel::MIN_TASK_ELEMENTS;
 use crate::parallel::{Parallel, SharedSlice, for_each_range};
 
 /// `2·√(2/π)` (1.5957691216…) rounded to f32: GELU's `2u = GELU_2K·(x + GELU_C·x³)`.

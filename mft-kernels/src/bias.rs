@@ -1,88 +1,18 @@
-//! Bias add and its gradient, and the row splitting shared by every row-wise kernel: how many
-//! rows make a task, and per-task partial column sums for parameter gradients.
+//! Bias add and its gradient.
 //!
 //! For `x` of `rows × n` and a bias `b` of `n`:
 //! - forward (in place): `x[r][j] += b[j]`;
 //! - backward: the input gradient is `dy` itself (nothing to compute), and the bias gradient is
 //!   the column sum `d_b[j] += Σ_r dy[r][j]`.
 //!
-//! # Reductions across rows
-//! A parameter gradient (a bias, a norm weight) sums over every row, and the rows are split
-//! across tasks. Each task sums its rows into its own zeroed *partial* of the caller's scratch;
-//! the partials are then added into the gradient in task order. No two tasks write the same
-//! memory, and the result depends on how many tasks there were (the summation order changes the
-//! rounding), never on how they were scheduled. Scratch is `threads · width` floats for a
-//! gradient of `width` columns (see [`Kernels::bias_add_backward_scratch_len`]).
+//! The bias gradient sums over rows split across tasks through per-task partials (see
+//! [`crate::parallel`]); scratch is `threads · n` floats ([`Kernels::bias_add_backward_scratch_len`]).
 
 use crate::kernels::Kernels;
-use crate::parallel::{Parallel, SharedSlice, for_each_range};
-use core::ops::Range;
-
-/// Elements a task should have at least: below this, handing work to another thread costs
-/// about as much as doing it (these loops run at several floats per nanosecond).
-pub(crate) const MIN_TASK_ELEMENTS: usize = 16 * 1024;
-
-/// Rows of `row_len` elements a task should have at least (one or more).
-pub(crate) fn min_rows_per_task(row_len: usize) -> usize {
-    (MIN_TASK_ELEMENTS / row_len.max(1)).max(1)
-}
-
-/// `rows` split into `(parts, rows_per_part)`, the way [`for_each_range`] splits them: at most
-/// `threads` parts of at least `min_rows` rows (one part when `rows` is small).
-fn split_rows(threads: usize, rows: usize, min_rows: usize) -> (usize, usize) {
-    if rows == 0 {
-        return (0, 0);
-    }
-    let parts = threads.max(1).min(rows.div_ceil(min_rows.max(1)));
-    let per_part = rows.div_ceil(parts);
-    (rows.div_ceil(per_part), per_part)
-}
-
-/// Splits `0..rows` into tasks of at least `min_rows` rows and runs `task(rows, partial)` on
-/// each, where `partial` is the task's own zeroed `width` floats of `scratch`. Returns how many
-/// partials were written (at most `parallel.threads()`), for [`add_partials`].
-///
-/// The caller has checked that `scratch` holds `parallel.threads().max(1) · width` floats.
-pub(crate) fn for_each_range_with_partials(
-    parallel: &dyn Parallel,
-    rows: usize,
-    min_rows: usize,
-    width: usize,
-    scratch: &mut [f32],
-    task: impl Fn(Range<usize>, &mut [f32]) + Sync,
-) -> usize {
-    let (parts, per_part) = split_rows(parallel.threads(), rows, min_rows);
-    let partials = SharedSlice::new(&mut scratch[..parts * width]);
-    let run_part = |p: usize| {
-        // SAFETY: task `p` takes only partial `p`; the partials of different tasks are disjoint.
-        let partial = unsafe { partials.part(p * width..(p + 1) * width) };
-        partial.fill(0.0);
-        task(p * per_part..rows.min((p + 1) * per_part), partial);
-    };
-    match parts {
-        0 => {}
-        1 => run_part(0),
-        _ => parallel.run(parts, &run_part),
-    }
-    parts
-}
-
-/// `out[j] += Σ_p partials[p·stride + offset + j]` for the first `parts` partials, in order.
-#[inline(always)]
-pub(crate) fn add_partials(
-    partials: &[f32],
-    parts: usize,
-    stride: usize,
-    offset: usize,
-    out: &mut [f32],
-) {
-    for p in 0..parts {
-        let partial = &partials[p * stride + offset..][..out.len()];
-        for (o, v) in out.iter_mut().zip(partial) {
-            *o += v;
-        }
-    }
-}
+use crate::parallel::{
+    Parallel, SharedSlice, add_partials, for_each_range, for_each_range_with_partials,
+    min_rows_per_task,
+};
 
 /// `partial[j] += Σ_r dy[r][j]` over the rows of `dy` (`dim` columns each).
 #[inline(always)]

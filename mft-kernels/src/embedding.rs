@@ -13,8 +13,8 @@
 //! task adds its columns of every row, so repeated ids never race, and every column is summed
 //! in row order whatever the thread count (results are identical for any thread count).
 
-use crate::bias::{MIN_TASK_ELEMENTS, min_rows_per_task};
 use crate::kernels::Kernels;
+use crate::parallel::{MIN_TASK_ELEMENTS, min_rows_per_task};
 use crate::parallel::{Parallel, SharedSlice, for_each_range};
 use mft_core::Element;
 

@@ -8,6 +8,25 @@ use crate::gemm::Gemm;
 use crate::isa::Isa;
 
 /// The primitives of one ISA. Only built for an ISA the CPU supports.
+///
+/// ```
+/// use mft_kernels::{Kernels, LmHeadLoss, Sequential};
+///
+/// let k = Kernels::best();
+/// let (tokens, hidden, vocab) = (4, 8, 50);
+/// let x = vec![0.1f32; tokens * hidden];
+/// let head = vec![0.02f32; vocab * hidden]; // [vocab, hidden]: a tied embedding or lm_head
+/// let labels = [3, 7, -100, 1]; // -100 is ignored, as in transformers
+/// let shape = LmHeadLoss::new(tokens, hidden, vocab);
+/// let mut scratch = vec![0.0f32; shape.scratch_len(&k, 1)];
+/// let mut d_x = vec![0.0f32; tokens * hidden];
+/// // Loss and d(hidden) without ever holding tokens × vocab logits (LoRA: the head is frozen).
+/// let loss = k.lm_head_loss_forward_backward(
+///     &shape, &x, &head, &labels, 1.0, &mut d_x, None, &mut scratch, &Sequential,
+/// );
+/// assert_eq!(loss.valid_tokens, 3);
+/// assert!((loss.loss - (vocab as f32).ln()).abs() < 1e-5); // equal logits: ln(vocab)
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
     isa: Isa,

@@ -21,10 +21,10 @@
 //! Input gradients are written; parameter gradients are accumulated, each task into a partial
 //! of the caller's scratch, as described in [`crate::bias`].
 
-use crate::bias::{add_partials, for_each_range_with_partials, min_rows_per_task};
 use crate::kernels::Kernels;
 use crate::math::{LANES, dot, sum};
 use crate::parallel::{Parallel, SharedSlice, for_each_range};
+use crate::parallel::{add_partials, for_each_range_with_partials, min_rows_per_task};
 
 /// Which RMSNorm: how the learned weight scales the normalized row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@
 //! f32 operations as transformers' `q·cos + rotate_half(q)·sin` (no fused multiply-add), so with
 //! equal tables the forward agrees bit for bit.
 
-use crate::bias::min_rows_per_task;
 use crate::kernels::Kernels;
+use crate::parallel::min_rows_per_task;
 use crate::parallel::{Parallel, SharedSlice, for_each_range};
 
 /// Rotates every head of every token of `x` by its token's angles from `table`; `INVERSE`

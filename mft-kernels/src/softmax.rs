@@ -8,9 +8,9 @@
 //!
 //! Rows are independent, so results do not depend on the thread count.
 
-use crate::bias::min_rows_per_task;
 use crate::kernels::Kernels;
 use crate::math::{dot, exp, max, sum};
+use crate::parallel::min_rows_per_task;
 use crate::parallel::{Parallel, SharedSlice, for_each_range};
 
 /// Softmax of each row of `x` (`dim` columns) into `y`.
