@@ -32,11 +32,12 @@ use mft_kernels::{Kernels, bf16, f16};
 use serde_json::{Value, json};
 
 const USAGE: &str = "\
-usage: kernels [--json] [--quick] [--threads 1,2]
+usage: kernels [--json] [--quick] [--threads 1,2] [--primitives]
   --json          print a JSON document of every number (the table goes to stderr)
   --quick         fewer repetitions, no vocabulary-sized GEMM shapes, no T = 1024 attention,
                   no Gemma-sized loss: a smoke test
-  --threads LIST  thread counts to measure (default 1,2)";
+  --threads LIST  thread counts to measure (default 1,2)
+  --primitives    only the training primitives (attention, fused loss) and the FMA peak";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -44,13 +45,21 @@ struct Options {
     json: bool,
     quick: bool,
     threads: Vec<usize>,
+    /// Skip the GEMM comparison: only the primitives (and a sample of the peak).
+    primitives_only: bool,
     /// Measure one thread count (`threads[0]`) and print its JSON: the child process.
     worker: bool,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options, String> {
-        let mut options = Options { json: false, quick: false, threads: vec![1, 2], worker: false };
+        let mut options = Options {
+            json: false,
+            quick: false,
+            threads: vec![1, 2],
+            primitives_only: false,
+            worker: false,
+        };
         let mut i = 0;
         while i < args.len() {
             let (flag, inline) = match args[i].split_once('=') {
@@ -60,6 +69,7 @@ impl Options {
             match flag {
                 "--json" => options.json = true,
                 "--quick" => options.quick = true,
+                "--primitives" => options.primitives_only = true,
                 "--worker" => options.worker = true,
                 // `cargo bench` passes `--bench` to every bench binary.
                 "--bench" => {}
@@ -182,6 +192,9 @@ fn parent(options: &Options) -> Result<bool, String> {
         if options.quick {
             command.arg("--quick");
         }
+        if options.primitives_only {
+            command.arg("--primitives");
+        }
         let output =
             command.output().map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
         let text = String::from_utf8_lossy(&output.stdout);
@@ -231,13 +244,21 @@ fn document(options: &Options, reports: &[Value], took: Duration) -> Value {
     if options.quick {
         flags.push_str(" --quick");
     }
+    if options.primitives_only {
+        flags.push_str(" --primitives");
+    }
     let threads: Vec<String> = options.threads.iter().map(usize::to_string).collect();
     if threads != ["1", "2"] {
         flags.push_str(&format!(" --threads {}", threads.join(",")));
     }
     json!({
         "suite": "kernels",
-        "command": format!("cargo xtask bench kernels{flags}"),
+        "command": if options.primitives_only {
+            // xtask has no such flag: name the bench binary's own command.
+            format!("cargo bench -p mft-benches --bench kernels --{flags}")
+        } else {
+            format!("cargo xtask bench kernels{flags}")
+        },
         "quick": options.quick,
         "reps": options.reps(),
         "seconds": took.as_secs_f64(),
@@ -270,7 +291,7 @@ fn worker(options: &Options, threads: usize) -> (Value, bool) {
     let mut runner = Runner::new(threads);
     let peak = FmaPeak::detect();
     let peak_iters = peak.calibrate(options.min_sample() / 2);
-    let shapes = Shape::all(!options.quick);
+    let shapes = if options.primitives_only { Vec::new() } else { Shape::all(!options.quick) };
     let reps = options.reps();
     let mut peak_samples = Vec::new();
     let mut rows = Vec::new();
@@ -343,6 +364,9 @@ fn worker(options: &Options, threads: usize) -> (Value, bool) {
         half_rows.push(row);
     }
     let primitive_rows = measure_primitives(&mut runner, options);
+    if peak_samples.is_empty() {
+        peak_samples = (0..reps).map(|_| peak.gflops(peak_iters, threads)).collect();
+    }
     let peak_stats = Stats::of(&peak_samples);
     let report = json!({
         "threads": threads,

@@ -26,9 +26,14 @@
 //! causal mask removes. Blocks above the diagonal (or left of the window) are never computed;
 //! the scores of a block that the masks cut are masked elementwise.
 //!
-//! Every product is one call of the crate's GEMM ([`crate::Gemm::run`], single-threaded inside a
-//! task) on strided views, oriented so that the score tiles and most other operands are
-//! row-major in memory (which the GEMM packs fastest):
+//! Every product runs the crate's GEMM micro-kernel on packed operands
+//! ([`crate::gemm::packed`], on the task's thread), so that nothing is packed once per product:
+//! `K` and `V` of a key/value head are packed once for all its heads and tiles, `Q` and `dO` once
+//! per tile, and the score-sized operands are never packed at all: the score product writes its
+//! tiles straight in the panel layout the next product reads, and the elementwise passes (mask,
+//! softmax, `dS`) work in place in it. A block's products start at the last key at or before its
+//! first that is a multiple of a small alignment (so a packed head can be read from a whole
+//! panel, 64-byte aligned); the few keys in front are masked. The orientations:
 //! - Forward (`forward.rs`), per block, on transposed tiles (keys as rows): `Sᵀ = scale·K·Qᵀ`,
 //!   mask, online softmax per query column (running max `m` and sum `l`; the output accumulator
 //!   is rescaled by `exp(m_old − m_new)` when the max grows), `Oᵀ += Vᵀ·Pᵀ`. At the end of the
@@ -39,9 +44,10 @@
 //!   of the tile, `dKᵀ`/`dVᵀ` when the task is done with the key/value group.
 //!
 //! # Memory
-//! Per task: one or two `BR × BC` score tiles and a few `head_dim × BR` tiles; in the backward
-//! also `Kᵀ`, `Vᵀ` and the `dKᵀ`/`dVᵀ` accumulators of one key/value head (`head_dim × seq`
-//! each, twice the accumulators when the work is split between tasks): O(seq), never O(seq²).
+//! Per task: one to three `BR × BC` score tiles (in panels) and a few `head_dim × BR` tiles;
+//! the packed `K` and `V` of one key/value head (`head_dim × seq` each, three of them in the
+//! backward) and in the backward the `dKᵀ`/`dVᵀ` accumulators of one key/value head
+//! (`head_dim × seq` each, twice when the work is split between tasks): O(seq), never O(seq²).
 //! [`Kernels::attention_forward_scratch_len`] and [`Kernels::attention_backward_scratch_len`]
 //! give the exact sizes.
 //!
@@ -58,9 +64,9 @@ mod forward;
 
 use core::ops::Range;
 
-use crate::gemm::{Gemm, Mat, MatMut};
+use crate::gemm::packed::align64;
 use crate::kernels::Kernels;
-use crate::parallel::{Parallel, Sequential, SharedSlice};
+use crate::parallel::{Parallel, SharedSlice};
 use crate::vectorize::vectorized;
 
 /// Query rows per tile.
@@ -525,30 +531,32 @@ fn check_inputs(what: &str, shape: &AttentionShape, x: &AttentionInputs<'_>) {
     }
 }
 
-/// Floats of GEMM scratch one task needs for products up to these sizes (`(m, n, k)` each).
-fn gemm_scratch(gemm: &Gemm, shapes: &[(usize, usize, usize)]) -> usize {
-    shapes.iter().map(|&(m, n, k)| gemm.scratch_len(m, n, k, 1)).max().unwrap_or(0)
+/// The first multiple of this at or below a block's first key is where its packed products
+/// start, for panels `width` wide over the keys: a whole panel, and a depth offset of
+/// `key·width` floats on a 64-byte boundary in panels the other way round. The keys between it
+/// and the block's first key are computed and masked.
+fn key_align(width: usize) -> usize {
+    let other = 16 / gcd(width, 16);
+    width / gcd(width, other) * other
 }
 
-/// `C = alpha·A·B + beta·C` on the calling thread (every product inside a task).
-#[inline(always)]
-fn multiply(
-    gemm: &Gemm,
-    alpha: f32,
-    a: Mat<'_, f32>,
-    b: Mat<'_, f32>,
-    beta: f32,
-    c: MatMut<'_>,
-    scratch: &mut [f32],
-) {
-    gemm.run(alpha, a, b, beta, c, scratch, &Sequential);
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Splits `len` floats starting on a 64-byte boundary off the front of `buf` (which holds
+/// `len + 16`), returning them and the rest.
+fn take_aligned(buf: &mut [f32], len: usize) -> (&mut [f32], &mut [f32]) {
+    let (region, rest) = buf.split_at_mut(len + 16);
+    (&mut align64(region)[..len], rest)
 }
 
 impl Kernels {
     /// Floats of scratch [`Kernels::attention_forward`] needs for `shape` on up to `threads`
-    /// threads: per task, `Qᵀ`, the output accumulator and the output rows of a tile
-    /// (`head_dim × BR` each), a score tile (`BC × BR`), four statistics per query, and GEMM
-    /// packing buffers. Independent of `seq` once `seq ≥ BC`.
+    /// threads: per task, the packed `K` and `Vᵀ` of a key/value head (`head_dim × seq` each),
+    /// the packed `Qᵀ`, the output accumulator and the output rows of a tile (`head_dim × BR`
+    /// each), a score tile in panels (about `BC × BR`) and four statistics per query. Linear in
+    /// `seq`.
     pub fn attention_forward_scratch_len(&self, shape: &AttentionShape, threads: usize) -> usize {
         shape.check("attention_forward_scratch_len");
         let geo = Geometry::new(shape);
@@ -556,9 +564,10 @@ impl Kernels {
     }
 
     /// Floats of scratch [`Kernels::attention_backward`] needs for `shape` on up to `threads`
-    /// threads: per task, two score tiles (`BR × BC`), a `dQ` accumulator (`BR × head_dim`),
-    /// `Kᵀ` and `Vᵀ` of one key/value head and one or two pairs of `dKᵀ`/`dVᵀ` accumulators
-    /// (`head_dim × seq` each), and GEMM packing buffers. Linear in `seq`.
+    /// threads: per task, three score tiles in panels (about `BR × BC`: `P`, `dS` and `dS`
+    /// transposed), a `dQ` accumulator and four packed `head_dim × BR` tiles (`Q`, `dO` both
+    /// ways), the packed `Kᵀ`, `Vᵀ` and `K` of one key/value head and one or two pairs of
+    /// `dKᵀ`/`dVᵀ` accumulators (`head_dim × seq` each). Linear in `seq`.
     pub fn attention_backward_scratch_len(&self, shape: &AttentionShape, threads: usize) -> usize {
         shape.check("attention_backward_scratch_len");
         let geo = Geometry::new(shape);

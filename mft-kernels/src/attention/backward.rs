@@ -3,11 +3,13 @@
 //!
 //! Per block (queries as rows): `S = scale·Q·Kᵀ`, `P = exp(S − lse)` (0 where masked),
 //! `dVᵀ += dOᵀ·P`, `dP = dO·Vᵀ`, `dS = P ∘ (dP − D)`, `dKᵀ += scale·Qᵀ·dS`, `dQ += scale·dS·K`.
-//! The right-hand operands are row-major in memory, which the GEMM packs by plain row copies: `P`
-//! and `dS` are produced that way, `K` is, and `Kᵀ` and `Vᵀ` of the current key/value head are
-//! transposed into scratch once per group (and reused by all its tiles and blocks). The
-//! left-hand ones are `dS` and views of `q` and `d_out` in either orientation (the GEMM packs its
-//! left operand about as fast either way).
+//! The products run on packed operands ([`crate::gemm::packed`]): `Kᵀ`, `Vᵀ` (B panels over
+//! keys) and `K` (B panels over `head_dim`, read from the block's first key on) are packed once
+//! per key/value group; `Qᵀ` and `dOᵀ` (A panels over `head_dim`, read from the block's first
+//! row on) once per tile; `Q` and `dO` (A panels over queries) once per tile and row offset. `P`
+//! and `dP` are written straight as B panels over the keys, where `P` and `dS` are computed in
+//! place and read as they stand by `dVᵀ += dOᵀ·P` and `dKᵀ += scale·Qᵀ·dS`; only `dQ += dS·K`,
+//! which contracts over the keys, needs `dS` repacked (as A panels over the queries).
 //!
 //! A task walks its (batch, head, query tile) items in order; consecutive items of the same
 //! key/value group (batch, kv head) share one pair of `dKᵀ`/`dVᵀ` accumulators (`head_dim × seq`
@@ -16,16 +18,19 @@
 //! task's first group, slot 1 for its last) for [`Backward::reduce_shared`].
 //!
 //! Scratch per task ([`Backward::task_len`]): the slots (one when there is a single task, else
-//! two; `2·head_dim·seq` each), `Kᵀ` and `Vᵀ` (`head_dim × seq` each), the `dQ` accumulator
-//! (`br × head_dim`), `P` and `dS` tiles (`br × bc` each), `D` and `−lse` of the tile's rows
-//! (`br` each) and the GEMM's packing buffers: O(seq).
+//! two; `2·head_dim·seq` each), packed `Kᵀ`, `Vᵀ` and `K` (`head_dim × seq` each), packed `Q`,
+//! `dO`, `Qᵀ`, `dOᵀ` and the `dQ` accumulator (`br × head_dim` each), `P`, `dS` and repacked `dS`
+//! tiles (about `br × bc` each), `D` and `−lse` of the tile's rows (`br` each): O(seq).
 
 use core::ops::Range;
 
 use super::{
-    AttentionInputs, Geometry, Partition, gemm_scratch, multiply, transpose, visible_keys,
+    AttentionInputs, Geometry, Partition, key_align, take_aligned, transpose, visible_keys,
 };
-use crate::gemm::{Gemm, Mat, MatMut};
+use crate::gemm::packed::{
+    Packed, pack_a_full, pack_b_full, packed_len, panel_stride, run_packed, run_packed_to_panels,
+};
+use crate::gemm::{Gemm, Mat, MatMut, round_up};
 use crate::math::{dot, exp};
 use crate::parallel::SharedSlice;
 
@@ -59,15 +64,27 @@ impl Backward<'_> {
         2 * geo.dim * geo.ld
     }
 
+    /// Lengths of the packed buffers of a task: `Kᵀ`, `Vᵀ` (B panels over keys, depth
+    /// `head_dim`), `K` (B panels over `head_dim`, depth `seq`), `Qᵀ`, `dOᵀ` of a tile (A panels
+    /// over `head_dim`, depth `br`), `Q`, `dO` (A panels over queries, depth `head_dim`), `P`,
+    /// `dS` (B panels over keys, depth `br`) and `dS` again (A panels over queries, depth up to
+    /// the widest block).
+    fn packed_lens(gemm: &Gemm, geo: &Geometry) -> [usize; 10] {
+        let (mr, nr, d, seq, br) = (gemm.mr(), gemm.nr(), geo.dim, geo.seq, geo.br);
+        let w_max = seq.min(geo.bc + key_align(nr) - 1);
+        let kt = packed_len(seq, nr, panel_stride(d, nr));
+        let qt = packed_len(d, mr, panel_stride(br, mr));
+        let q = packed_len(br, mr, panel_stride(d, mr));
+        let p = packed_len(w_max, nr, panel_stride(round_up(br, mr), nr));
+        let ds_a = packed_len(br, mr, panel_stride(w_max, mr));
+        [kt, kt, packed_len(d, nr, panel_stride(seq, nr)), qt, qt, q, q, p, p, ds_a]
+    }
+
     /// Floats of scratch one backward task needs.
     pub(super) fn task_len(gemm: &Gemm, geo: &Geometry, slots: usize) -> usize {
-        let (br, bc, d) = (geo.br, geo.bc, geo.dim);
-        slots * Self::slot_len(geo)
-            + 2 * d * geo.ld
-            + d * br
-            + 2 * br * bc
-            + 2 * br
-            + gemm_scratch(gemm, &[(br, bc, d), (d, bc, br), (br, d, bc)])
+        let (br, d) = (geo.br, geo.dim);
+        let packed: usize = Self::packed_lens(gemm, geo).iter().map(|len| len + 16).sum();
+        slots * Self::slot_len(geo) + packed + d * br + 2 * br
     }
 
     /// Runs the backward of `items`: writes their rows of `dq`, and the `dk`/`dv` of every group
@@ -75,16 +92,31 @@ impl Backward<'_> {
     #[inline(always)]
     pub(super) fn task(&self, grads: &SharedGrads<'_>, items: Range<usize>, scratch: &mut [f32]) {
         let geo = &self.geo;
-        let (br, bc, d, seq, ld) = (geo.br, geo.bc, geo.dim, geo.seq, geo.ld);
+        let gemm = self.gemm;
+        let (br, d, seq, ld) = (geo.br, geo.dim, geo.seq, geo.ld);
+        let (mr, nr) = (gemm.mr(), gemm.nr());
+        let align = key_align(nr);
+        let skt = panel_stride(d, nr);
+        let sk = panel_stride(seq, nr);
+        let sqt = panel_stride(br, mr);
+        let sq = panel_stride(d, mr);
         let slot_len = Self::slot_len(geo);
         let (slots, rest) = scratch.split_at_mut(self.slots * slot_len);
-        let (k_t, rest) = rest.split_at_mut(d * ld);
-        let (v_t, rest) = rest.split_at_mut(d * ld);
+        let [kt_len, vt_len, k_len, qt_len, dot_len, q_len, do_len, p_len, ds_len, dsa_len] =
+            Self::packed_lens(gemm, geo);
+        let (kt_pack, rest) = take_aligned(rest, kt_len);
+        let (vt_pack, rest) = take_aligned(rest, vt_len);
+        let (k_pack, rest) = take_aligned(rest, k_len);
+        let (qt_pack, rest) = take_aligned(rest, qt_len);
+        let (dot_pack, rest) = take_aligned(rest, dot_len);
+        let (q_pack, rest) = take_aligned(rest, q_len);
+        let (do_pack, rest) = take_aligned(rest, do_len);
+        let (p_pack, rest) = take_aligned(rest, p_len);
+        let (ds_pack, rest) = take_aligned(rest, ds_len);
+        let (dsa_pack, rest) = take_aligned(rest, dsa_len);
         let (dq_acc, rest) = rest.split_at_mut(br * d);
-        let (p_tile, rest) = rest.split_at_mut(br * bc);
-        let (ds_tile, rest) = rest.split_at_mut(br * bc);
         let (row_d, rest) = rest.split_at_mut(br);
-        let (row_bias, gemm_scratch) = rest.split_at_mut(br);
+        let row_bias = &mut rest[..br];
 
         let first_group = geo.group_of(items.start);
         let exclusive = |group: usize| {
@@ -101,16 +133,20 @@ impl Backward<'_> {
                 }
                 let slot = if group == first_group || self.slots == 1 { 0 } else { 1 };
                 slots[slot * slot_len..(slot + 1) * slot_len].fill(0.0);
+                // Kᵀ, Vᵀ and K of the key/value head, packed once for all its heads and tiles.
                 let (b, g) = (group / geo.kv_heads, group % geo.kv_heads);
-                transpose(&self.x.k[geo.kv_at(b, 0, g)..], geo.kv_stride(), seq, d, k_t, ld);
-                transpose(&self.x.v[geo.kv_at(b, 0, g)..], geo.kv_stride(), seq, d, v_t, ld);
+                let kv = geo.kv_at(b, 0, g);
+                let k_rows = Mat::row_major(&self.x.k[kv..], seq, d, geo.kv_stride());
+                let v_rows = Mat::row_major(&self.x.v[kv..], seq, d, geo.kv_stride());
+                pack_b_full(gemm, k_rows.t(), kt_pack, skt);
+                pack_b_full(gemm, v_rows.t(), vt_pack, skt);
+                pack_b_full(gemm, k_rows, k_pack, sk);
                 current = Some((group, slot));
             }
             let slot = current.map_or(0, |(_, s)| s);
             let (dk_acc, dv_acc) =
                 slots[slot * slot_len..(slot + 1) * slot_len].split_at_mut(d * ld);
             let (b, h, t) = geo.item(item);
-            let g = h / geo.group;
             let rows = geo.tile(t);
             let n = rows.len();
             for (r, pos) in rows.clone().enumerate() {
@@ -120,48 +156,89 @@ impl Backward<'_> {
                 // it could see is padding, whose P the padding mask sets to 0 afterwards.
                 row_bias[r] = -self.lse[(b * geo.heads + h) * seq + pos];
             }
+            // Qᵀ and dOᵀ of the tile, A panels over head_dim (every block reads a depth range).
+            let at0 = geo.q_at(b, rows.start, h);
+            let q_tile = Mat::row_major(&self.x.q[at0..], n, d, geo.q_stride());
+            let do_tile = Mat::row_major(&self.d_out[at0..], n, d, geo.q_stride());
+            pack_a_full(gemm, q_tile.t(), qt_pack, sqt);
+            pack_a_full(gemm, do_tile.t(), dot_pack, sqt);
             dq_acc[..n * d].fill(0.0);
             let mask = self.x.key_mask.map(|m| &m[b * seq..(b + 1) * seq]);
+            let mut packed_r0 = None;
             for blk in geo.blocks(rows.clone()) {
-                let (nr, w, ro) = (blk.r1 - blk.r0, blk.k1 - blk.k0, blk.r0 - rows.start);
-                let (q_at, kv_at) = (geo.q_at(b, blk.r0, h), geo.kv_at(b, blk.k0, g));
-                let q_rows = Mat::row_major(&self.x.q[q_at..], nr, d, geo.q_stride());
-                let do_rows = Mat::row_major(&self.d_out[q_at..], nr, d, geo.q_stride());
-                let k_rows = Mat::row_major(&self.x.k[kv_at..], w, d, geo.kv_stride());
-                let k_cols = Mat::row_major(&k_t[blk.k0..], d, w, ld);
-                let v_cols = Mat::row_major(&v_t[blk.k0..], d, w, ld);
-                let gemm = self.gemm;
-                // P = exp(scale·Q·Kᵀ − lse), zero where masked.
-                let p = &mut p_tile[..nr * w];
-                let p_mat = MatMut::row_major(p, nr, w, w);
-                multiply(gemm, geo.scale, q_rows, k_cols, 0.0, p_mat, gemm_scratch);
-                let padding = mask.map(|m| &m[blk.k0..blk.k1]).filter(|m| m.contains(&false));
-                for (r, p_row) in p.chunks_exact_mut(w).enumerate() {
-                    let (lo, hi) = visible_keys(geo, blk.r0 + r, &blk);
-                    probabilities(p_row, row_bias[ro + r], lo, hi, padding);
+                let (nq, ro) = (blk.r1 - blk.r0, blk.r0 - rows.start);
+                debug_assert!(ro.is_multiple_of(16), "depth offsets stay 64-byte aligned");
+                if packed_r0 != Some(blk.r0) {
+                    // Q and dO from row r0 on (later blocks with this r0 use a prefix).
+                    let at = geo.q_at(b, blk.r0, h);
+                    let m = rows.end - blk.r0;
+                    let q_rows = Mat::row_major(&self.x.q[at..], m, d, geo.q_stride());
+                    let do_rows = Mat::row_major(&self.d_out[at..], m, d, geo.q_stride());
+                    pack_a_full(gemm, q_rows, q_pack, sq);
+                    pack_a_full(gemm, do_rows, do_pack, sq);
+                    packed_r0 = Some(blk.r0);
                 }
-                let p = Mat::row_major(&p_tile[..nr * w], nr, w, w);
-                // dVᵀ += dOᵀ·P.
-                let dv_cols = MatMut::row_major(&mut dv_acc[blk.k0..], d, w, ld);
-                multiply(gemm, 1.0, do_rows.t(), p, 1.0, dv_cols, gemm_scratch);
-                // dP = dO·Vᵀ, then dS = P ∘ (dP − D) in place.
-                let ds = &mut ds_tile[..nr * w];
-                let ds_mat = MatMut::row_major(ds, nr, w, w);
-                multiply(gemm, 1.0, do_rows, v_cols, 0.0, ds_mat, gemm_scratch);
-                for ((ds_row, p_row), &dd) in
-                    ds.chunks_exact_mut(w).zip(p_tile.chunks_exact(w)).zip(&row_d[ro..ro + nr])
-                {
-                    for (v, &p) in ds_row.iter_mut().zip(p_row) {
-                        *v = p * (*v - dd);
+                // Keys kal..k1: the block's, from a panel boundary (keys before k0 are masked).
+                let kal = blk.k0 / align * align;
+                let w = blk.k1 - kal;
+                let sp = panel_stride(round_up(nq, mr), nr);
+                let key_panels = w.div_ceil(nr);
+                // P = exp(scale·Q·Kᵀ − lse), zero where masked, in B panels over the keys.
+                let k_cols = Packed::new(kt_pack, skt).panels_from(kal / nr);
+                let q_rows = Packed::new(q_pack, sq);
+                run_packed_to_panels(gemm, geo.scale, q_rows, k_cols, nq, w, d, p_pack, sp);
+                let padding = mask.map(|m| &m[blk.k0..blk.k1]).filter(|m| m.contains(&false));
+                for p in 0..key_panels {
+                    let base = kal + p * nr;
+                    let keep = padding.and(mask).map(|m| &m[base.min(seq)..seq.min(base + nr)]);
+                    let panel = &mut p_pack[p * sp..][..nq * nr];
+                    for (r, p_row) in panel.chunks_exact_mut(nr).enumerate() {
+                        let (lo, hi) = visible_keys(geo, blk.r0 + r, &blk);
+                        let (lo, hi) = if lo < hi {
+                            let clip = |x: usize| (x + blk.k0).clamp(base, base + nr) - base;
+                            (clip(lo), clip(hi))
+                        } else {
+                            (0, 0)
+                        };
+                        probabilities(p_row, row_bias[ro + r], lo, hi, keep);
                     }
                 }
-                let ds = Mat::row_major(&ds_tile[..nr * w], nr, w, w);
+                let p_keys = Packed::new(p_pack, sp);
+                // dVᵀ += dOᵀ·P.
+                let do_cols = Packed::new(dot_pack, sqt).skip(ro, mr);
+                let dv_cols = MatMut::row_major(&mut dv_acc[kal..], d, w, ld);
+                run_packed(gemm, 1.0, do_cols, p_keys, nq, 1.0, dv_cols);
+                // dP = dO·Vᵀ, then dS = P ∘ (dP − D) in place.
+                let v_cols = Packed::new(vt_pack, skt).panels_from(kal / nr);
+                let do_rows = Packed::new(do_pack, sq);
+                run_packed_to_panels(gemm, 1.0, do_rows, v_cols, nq, w, d, ds_pack, sp);
+                for p in 0..key_panels {
+                    let ds = &mut ds_pack[p * sp..][..nq * nr];
+                    let pp = &p_pack[p * sp..][..nq * nr];
+                    for ((ds_row, p_row), &dd) in
+                        ds.chunks_exact_mut(nr).zip(pp.chunks_exact(nr)).zip(&row_d[ro..ro + nq])
+                    {
+                        for (v, &p) in ds_row.iter_mut().zip(p_row) {
+                            *v = p * (*v - dd);
+                        }
+                    }
+                }
+                // dS again as A panels over the queries (depth: the keys), for dQ.
+                let sa = panel_stride(w, mr);
+                for p in 0..key_panels {
+                    let c0 = p * nr;
+                    let ds = Mat::row_major(&ds_pack[p * sp..], nq, nr.min(w - c0), nr);
+                    pack_a_full(gemm, ds, &mut dsa_pack[c0 * mr..], sa);
+                }
+                let ds_keys = Packed::new(ds_pack, sp);
                 // dKᵀ += scale·Qᵀ·dS.
-                let dk_cols = MatMut::row_major(&mut dk_acc[blk.k0..], d, w, ld);
-                multiply(gemm, geo.scale, q_rows.t(), ds, 1.0, dk_cols, gemm_scratch);
+                let q_cols = Packed::new(qt_pack, sqt).skip(ro, mr);
+                let dk_cols = MatMut::row_major(&mut dk_acc[kal..], d, w, ld);
+                run_packed(gemm, geo.scale, q_cols, ds_keys, nq, 1.0, dk_cols);
                 // dQ += scale·dS·K.
-                let dq_rows = MatMut::row_major(&mut dq_acc[ro * d..n * d], nr, d, d);
-                multiply(gemm, geo.scale, ds, k_rows, 1.0, dq_rows, gemm_scratch);
+                let k_rows = Packed::new(k_pack, sk).skip(kal, nr);
+                let dq_rows = MatMut::row_major(&mut dq_acc[ro * d..n * d], nq, d, d);
+                run_packed(gemm, geo.scale, Packed::new(dsa_pack, sa), k_rows, w, 1.0, dq_rows);
             }
             for (r, pos) in rows.enumerate() {
                 let at = geo.q_at(b, pos, h);

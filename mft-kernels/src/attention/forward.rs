@@ -3,29 +3,48 @@
 //! log-sum-exp of every row.
 //!
 //! The forward works on transposed tiles, keys as rows and queries as columns: `Sᵀ = scale·K·Qᵀ`
-//! and `Oᵀ += Vᵀ·Pᵀ`, so the probabilities are the GEMM's right-hand operand (packed by plain row
-//! copies) and every softmax statistic is a column-wise vector operation (a running max, sum and
-//! rescale per query, updated one key row at a time, with no horizontal reductions). The
-//! right-hand operands are row-major in memory, which the GEMM packs by plain row copies: `Pᵀ` is
-//! produced that way and `Qᵀ` of the tile is transposed into scratch once per tile (and reused by
-//! all its blocks). The left-hand ones are views: `K` of `k`, `Vᵀ` of `v` (the GEMM packs its
-//! left operand about as fast in either orientation).
+//! and `Oᵀ += Vᵀ·Pᵀ`, so every softmax statistic is a column-wise vector operation (a running max,
+//! sum and rescale per query, updated one key row at a time, with no horizontal reductions). The
+//! products run on packed operands ([`crate::gemm::packed`]): `K` (A panels over keys) and `Vᵀ`
+//! (A panels over `head_dim`, read from the block's first key on) are packed once per key/value
+//! head, `Qᵀ` (B panels over queries) once per tile and row offset, and `Sᵀ` is written straight
+//! as B panels over the queries, `nr` queries wide: the mask and the softmax work on it in place,
+//! panel by panel (each a row-major `keys × nr` matrix), and it is the `Pᵀ` operand of the next
+//! product as it stands.
 //!
-//! Scratch per task ([`task_len`]): `Qᵀ` and the `Oᵀ` accumulator of a tile (`head_dim × br`
-//! each), the output rows (`br × head_dim`), one score tile (`bc × br`), four statistics per
-//! query (`br` each) and the GEMM's packing buffers; independent of `seq` beyond `bc`.
+//! Scratch per task ([`task_len`]): the packed `K` and `Vᵀ` of a key/value head (`head_dim ×
+//! seq` each), the packed `Qᵀ`, the `Oᵀ` accumulator and the output rows of a tile (`head_dim ×
+//! br` each), one score tile in panels (about `bc × br`) and four statistics per query.
 
 use core::ops::Range;
 
-use super::{AttentionInputs, Geometry, gemm_scratch, multiply, transpose, visible_queries};
-use crate::gemm::{Gemm, Mat, MatMut};
+use super::{AttentionInputs, Geometry, key_align, take_aligned, transpose, visible_queries};
+use crate::gemm::packed::{
+    Packed, pack_a_full, pack_b_full, packed_len, panel_stride, run_packed, run_packed_to_panels,
+};
+use crate::gemm::{Gemm, Mat, MatMut, round_up};
 use crate::math::exp;
 use crate::parallel::SharedSlice;
 
+/// Lengths of the packed buffers of a task: `K` (A panels over keys, depth `head_dim`), `Vᵀ`
+/// (A panels over `head_dim`, depth `seq`), `Qᵀ` of a tile (B panels over queries) and the
+/// score panels (B panels over queries, depth up to the widest block).
+fn packed_lens(gemm: &Gemm, geo: &Geometry) -> [usize; 4] {
+    let (mr, nr, d, seq) = (gemm.mr(), gemm.nr(), geo.dim, geo.seq);
+    let w_max = seq.min(geo.bc + key_align(mr) - 1);
+    [
+        packed_len(seq, mr, panel_stride(d, mr)),
+        packed_len(d, mr, panel_stride(seq, mr)),
+        packed_len(geo.br, nr, panel_stride(d, nr)),
+        packed_len(geo.br, nr, panel_stride(round_up(w_max, mr), nr)),
+    ]
+}
+
 /// Floats of scratch one forward task needs.
 pub(super) fn task_len(gemm: &Gemm, geo: &Geometry) -> usize {
-    let (br, bc, d) = (geo.br, geo.bc, geo.dim);
-    3 * d * br + bc * br + 4 * br + gemm_scratch(gemm, &[(bc, br, d), (d, br, bc)])
+    let (br, d) = (geo.br, geo.dim);
+    let packed: usize = packed_lens(gemm, geo).iter().map(|len| len + 16).sum();
+    packed + 2 * d * br + 4 * br
 }
 
 /// Runs the forward of `items`, writing their rows of `out` and `lse`.
@@ -39,58 +58,94 @@ pub(super) fn task(
     items: Range<usize>,
     scratch: &mut [f32],
 ) {
-    let (br, bc, d, seq) = (geo.br, geo.bc, geo.dim, geo.seq);
-    let (q_t, rest) = scratch.split_at_mut(d * br);
+    let (br, d, seq) = (geo.br, geo.dim, geo.seq);
+    let (mr, nr) = (gemm.mr(), gemm.nr());
+    let align = key_align(mr);
+    let (sk, svt, sq) = (panel_stride(d, mr), panel_stride(seq, mr), panel_stride(d, nr));
+    let [k_len, vt_len, qt_len, s_len] = packed_lens(gemm, geo);
+    let (k_pack, rest) = take_aligned(scratch, k_len);
+    let (vt_pack, rest) = take_aligned(rest, vt_len);
+    let (qt_pack, rest) = take_aligned(rest, qt_len);
+    let (s_pack, rest) = take_aligned(rest, s_len);
     let (o_t, rest) = rest.split_at_mut(d * br);
     let (o_rows, rest) = rest.split_at_mut(br * d);
-    let (s_t, rest) = rest.split_at_mut(bc * br);
     let (col_max, rest) = rest.split_at_mut(br);
     let (col_sum, rest) = rest.split_at_mut(br);
     let (shift, rest) = rest.split_at_mut(br);
-    let (correction, gemm_scratch) = rest.split_at_mut(br);
+    let correction = &mut rest[..br];
+    let mut current = None;
     for item in items {
         let (b, h, t) = geo.item(item);
         let g = h / geo.group;
+        if current != Some(geo.group_of(item)) {
+            // K and Vᵀ of the key/value head, packed once for all its heads and tiles.
+            let kv = geo.kv_at(b, 0, g);
+            let k_rows = Mat::row_major(&x.k[kv..], seq, d, geo.kv_stride());
+            let v_rows = Mat::row_major(&x.v[kv..], seq, d, geo.kv_stride());
+            pack_a_full(gemm, k_rows, k_pack, sk);
+            pack_a_full(gemm, v_rows.t(), vt_pack, svt);
+            current = Some(geo.group_of(item));
+        }
         let rows = geo.tile(t);
         let n = rows.len();
-        transpose(&x.q[geo.q_at(b, rows.start, h)..], geo.q_stride(), n, d, q_t, br);
         o_t.fill(0.0);
         col_max[..n].fill(f32::NEG_INFINITY);
         col_sum[..n].fill(0.0);
         let mask = x.key_mask.map(|m| &m[b * seq..(b + 1) * seq]);
+        let mut packed_r0 = None;
         for blk in geo.blocks(rows.clone()) {
-            let (nr, w, ro) = (blk.r1 - blk.r0, blk.k1 - blk.k0, blk.r0 - rows.start);
-            let s = &mut s_t[..w * nr];
-            let q_cols = Mat::row_major(&q_t[ro..], d, nr, br);
-            let k_rows = Mat::row_major(&x.k[geo.kv_at(b, blk.k0, g)..], w, d, geo.kv_stride());
-            // Sᵀ = scale·K·Qᵀ, then −∞ where a query may not see the key.
-            let s_mat = MatMut::row_major(s, w, nr, nr);
-            multiply(gemm, geo.scale, k_rows, q_cols, 0.0, s_mat, gemm_scratch);
-            for (j, s_row) in s.chunks_exact_mut(nr).enumerate() {
-                let key = blk.k0 + j;
-                let keep = mask.is_none_or(|m| m[key]);
-                let (lo, hi) = if keep { visible_queries(geo, key, &blk) } else { (0, 0) };
-                s_row[..lo].fill(f32::NEG_INFINITY);
-                s_row[hi..].fill(f32::NEG_INFINITY);
+            let (nq, ro) = (blk.r1 - blk.r0, blk.r0 - rows.start);
+            if packed_r0 != Some(blk.r0) {
+                // Qᵀ of the tile's rows from r0 on (later blocks with this r0 use a prefix).
+                let q = Mat::row_major(
+                    &x.q[geo.q_at(b, blk.r0, h)..],
+                    rows.end - blk.r0,
+                    d,
+                    geo.q_stride(),
+                );
+                pack_b_full(gemm, q.t(), qt_pack, sq);
+                packed_r0 = Some(blk.r0);
             }
-            let cols = ro..ro + nr;
-            softmax_step(
-                s,
-                &mut col_max[cols.clone()],
-                &mut col_sum[cols.clone()],
-                &mut shift[..nr],
-                &mut correction[..nr],
-            );
-            for o_row in o_t.chunks_exact_mut(br) {
-                for (o, &c) in o_row[cols.clone()].iter_mut().zip(&correction[..nr]) {
-                    *o *= c;
+            // Keys kal..k1: the block's, from a panel boundary (keys before k0 are masked).
+            let kal = blk.k0 / align * align;
+            let w = blk.k1 - kal;
+            let ss = panel_stride(round_up(w, mr), nr);
+            // Sᵀ = scale·K·Qᵀ, straight into B panels over the queries.
+            let k_rows = Packed::new(k_pack, sk).panels_from(kal / mr);
+            let q_cols = Packed::new(qt_pack, sq);
+            run_packed_to_panels(gemm, geo.scale, k_rows, q_cols, w, nq, d, s_pack, ss);
+            for p in 0..nq.div_ceil(nr) {
+                let (c0, cw) = (p * nr, nr.min(nq - p * nr));
+                let panel = &mut s_pack[p * ss..][..w * nr];
+                // −∞ where a query may not see the key.
+                for (j, s_row) in panel.chunks_exact_mut(nr).enumerate() {
+                    let key = kal + j;
+                    let keep = key >= blk.k0 && mask.is_none_or(|m| m[key]);
+                    let (lo, hi) = if keep { visible_queries(geo, key, &blk) } else { (0, 0) };
+                    let lo = lo.clamp(c0, c0 + cw) - c0;
+                    let hi = hi.clamp(c0, c0 + cw) - c0;
+                    s_row[..lo].fill(f32::NEG_INFINITY);
+                    s_row[hi.max(lo)..cw].fill(f32::NEG_INFINITY);
+                }
+                let cols = ro + c0..ro + c0 + cw;
+                softmax_step(
+                    panel,
+                    nr,
+                    &mut col_max[cols.clone()],
+                    &mut col_sum[cols.clone()],
+                    &mut shift[..cw],
+                    &mut correction[..cw],
+                );
+                for o_row in o_t.chunks_exact_mut(br) {
+                    for (o, &c) in o_row[cols.clone()].iter_mut().zip(&correction[..cw]) {
+                        *o *= c;
+                    }
                 }
             }
             // Oᵀ += Vᵀ·Pᵀ.
-            let p = Mat::row_major(&s_t[..w * nr], w, nr, nr);
-            let o_cols = MatMut::row_major(&mut o_t[ro..], d, nr, br);
-            let v_rows = Mat::row_major(&x.v[geo.kv_at(b, blk.k0, g)..], w, d, geo.kv_stride());
-            multiply(gemm, 1.0, v_rows.t(), p, 1.0, o_cols, gemm_scratch);
+            let v_cols = Packed::new(vt_pack, svt).skip(kal, mr);
+            let o_cols = MatMut::row_major(&mut o_t[ro..], d, nq, br);
+            run_packed(gemm, 1.0, v_cols, Packed::new(s_pack, ss), w, 1.0, o_cols);
         }
         transpose(o_t, br, d, n, o_rows, d);
         for (r, pos) in rows.clone().enumerate() {
@@ -110,7 +165,8 @@ pub(super) fn task(
     }
 }
 
-/// One block of the online softmax, for the queries that are the columns of `s` (`keys × n`):
+/// One block of the online softmax, for the queries that are the first `n = m.len()` columns of
+/// `s` (`keys` rows, `stride` apart):
 /// raises each query's running max `m` to the block's, sets `correction = exp(m_old − m_new)`
 /// (by which the caller rescales the output accumulator), turns the scores into
 /// `exp(s − m_new)` and updates the running sums `l`. While a query has seen no visible key its
@@ -118,6 +174,7 @@ pub(super) fn task(
 #[inline(always)]
 fn softmax_step(
     s: &mut [f32],
+    stride: usize,
     m: &mut [f32],
     l: &mut [f32],
     shift: &mut [f32],
@@ -125,8 +182,8 @@ fn softmax_step(
 ) {
     let n = m.len();
     correction.copy_from_slice(m);
-    for row in s.chunks_exact(n) {
-        for (mx, &v) in m.iter_mut().zip(row) {
+    for row in s.chunks_exact(stride) {
+        for (mx, &v) in m.iter_mut().zip(&row[..n]) {
             *mx = mx.max(v);
         }
     }
@@ -136,8 +193,8 @@ fn softmax_step(
         *c = exp(*c - *sh);
         *sum *= *c;
     }
-    for row in s.chunks_exact_mut(n) {
-        for ((v, &sh), sum) in row.iter_mut().zip(&*shift).zip(&mut *l) {
+    for row in s.chunks_exact_mut(stride) {
+        for ((v, &sh), sum) in row[..n].iter_mut().zip(&*shift).zip(&mut *l) {
             *v = exp(*v - sh);
             *sum += *v;
         }

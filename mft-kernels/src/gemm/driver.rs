@@ -126,7 +126,9 @@ pub(super) fn run<T: GemmRhs>(
                             mc,
                             nc,
                             a_pack,
+                            kc * mr,
                             b_pack,
+                            kc * nr,
                             c_base.get().add(ic * ldc + jc),
                             ldc,
                         )
@@ -145,7 +147,7 @@ fn aligned(region: &mut [f32]) -> &mut [f32] {
 }
 
 /// `C = beta·C` for an `m × n` block (`beta == 0` writes zeros without reading).
-fn scale_rows(c: &mut [f32], m: usize, n: usize, ldc: usize, beta: f32) {
+pub(super) fn scale_rows(c: &mut [f32], m: usize, n: usize, ldc: usize, beta: f32) {
     for i in 0..m {
         let row = &mut c[i * ldc..i * ldc + n];
         if beta == 0.0 {
@@ -157,13 +159,14 @@ fn scale_rows(c: &mut [f32], m: usize, n: usize, ldc: usize, beta: f32) {
 }
 
 /// All tiles of one packed `mc × kc` A block times one packed `kc × nc` B block, row panel by
-/// row panel (the A micro-panel stays in L1).
+/// row panel (the A micro-panel stays in L1). A panels lie `a_stride` floats apart, B panels
+/// `b_stride` (`kc·mr` and `kc·nr` when packed here; longer for [`super::packed`]).
 ///
 /// # Safety
 /// `c` is valid for reads and writes of `mc` rows of `nc` floats, `ldc` apart, and no other
-/// thread touches them.
+/// thread touches them; every panel is 64-byte aligned and holds `kc` steps.
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_kernel(
+pub(super) unsafe fn macro_kernel(
     uk: &MicroKernel,
     alpha: f32,
     beta: f32,
@@ -171,7 +174,9 @@ unsafe fn macro_kernel(
     mc: usize,
     nc: usize,
     a_pack: &[f32],
+    a_stride: usize,
     b_pack: &[f32],
+    b_stride: usize,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -179,14 +184,14 @@ unsafe fn macro_kernel(
     let mut tile = [0.0f32; MAX_TILE];
     for ir in (0..mc).step_by(mr) {
         let rows = mr.min(mc - ir);
-        let a_panel = a_pack[ir * kc..].as_ptr();
+        let a_panel = a_pack[(ir / mr) * a_stride..].as_ptr();
         for jr in (0..nc).step_by(nr) {
             let cols = nr.min(nc - jr);
-            let b_panel = b_pack[jr * kc..].as_ptr();
+            let b_panel = b_pack[(jr / nr) * b_stride..].as_ptr();
             // SAFETY: the tile lies inside the block of C.
             let c_tile = unsafe { c.add(ir * ldc + jr) };
             if rows == mr && cols == nr {
-                // SAFETY: full tile; the panels hold kc·mr and kc·nr floats.
+                // SAFETY: full tile; the panels hold kc·mr and kc·nr floats, aligned (caller).
                 unsafe { (uk.run)(kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
             } else {
                 // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).

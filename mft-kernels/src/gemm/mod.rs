@@ -27,6 +27,7 @@
 
 mod driver;
 mod pack;
+pub(crate) mod packed;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]

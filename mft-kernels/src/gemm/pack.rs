@@ -63,9 +63,17 @@ pub(super) fn pack_a(
             transpose_rows(&a.data[start..], a.row_stride, rows, kc, panel, mr);
             continue;
         }
-        for k in 0..kc {
-            for i in 0..rows {
-                panel[k * mr + i] = a.at(r0 + i, p0 + k);
+        if a.row_stride == 1 {
+            // A seen transposed: each k copies one run of `rows` values.
+            for (k, out) in panel.chunks_exact_mut(mr).enumerate() {
+                let start = r0 + (p0 + k) * a.col_stride;
+                out[..rows].copy_from_slice(&a.data[start..start + rows]);
+            }
+        } else {
+            for k in 0..kc {
+                for i in 0..rows {
+                    panel[k * mr + i] = a.at(r0 + i, p0 + k);
+                }
             }
         }
         if rows < mr {

@@ -1,0 +1,327 @@
+//! Products of operands packed once and reused, for crate-internal callers (the attention) whose
+//! operands outlive one product: `K` and `V` of a head are packed once for all its query tiles,
+//! and elementwise passes write their results straight into the panel layout the next product
+//! reads, instead of [`super::Gemm::run`] packing both operands again on every call.
+//!
+//! Layouts are the micro-kernel's: a packed A (`m × k`) is `⌈m/mr⌉` panels, panel `q` holding,
+//! for each `p < k`, the `mr` values `A[q·mr + i, p]` (k-major, zero past row `m`); a packed B
+//! (`k × n`) is `⌈n/nr⌉` panels, panel `q` holding for each `p` the `nr` values `B[p, q·nr + j]`.
+//! Panels lie [`Packed::stride`] floats apart, a multiple of 16 (64 bytes) at least `k·width`,
+//! so a buffer that starts on a 64-byte boundary has every panel aligned as the micro-kernels
+//! require; a panel may be longer than one product's depth (a packed head of `seq` keys read by
+//! blocks of them: [`Packed::skip`] starts the panels `p` steps of depth later).
+
+use super::pack::{pack_a, pack_b};
+use super::{Gemm, Mat, MatMut, round_up};
+
+/// Floats between panels of depth `k` and width `width`: `k·width` rounded up to 16 floats.
+pub(crate) fn panel_stride(k: usize, width: usize) -> usize {
+    round_up(k * width, 16)
+}
+
+/// Floats a packed operand of `count` rows (A) or columns (B) takes in panels of `width`,
+/// `stride` apart.
+pub(crate) fn packed_len(count: usize, width: usize, stride: usize) -> usize {
+    count.div_ceil(width) * stride
+}
+
+/// The part of `buf` from its first 64-byte boundary (at most 15 floats skipped).
+pub(crate) fn align64(buf: &mut [f32]) -> &mut [f32] {
+    let skip = buf.as_ptr().align_offset(64).min(15.min(buf.len()));
+    &mut buf[skip..]
+}
+
+/// Whether `len` floats hold `count` rows or columns in panels of `width`, `stride` apart, of
+/// depth `k`.
+fn fits(len: usize, count: usize, width: usize, stride: usize, k: usize) -> bool {
+    let panels = count.div_ceil(width);
+    panels == 0 || len >= (panels - 1) * stride + k * width
+}
+
+/// A packed operand: panels `stride` floats apart in `data`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Packed<'a> {
+    /// The panels; the first starts at `data[0]`.
+    pub data: &'a [f32],
+    /// Floats from the start of one panel to the next (a multiple of 16).
+    pub stride: usize,
+}
+
+impl<'a> Packed<'a> {
+    /// Panels `stride` apart in `data`.
+    pub(crate) fn new(data: &'a [f32], stride: usize) -> Self {
+        Packed { data, stride }
+    }
+
+    /// The same panels from depth step `p` on (each panel starts `p·width` floats later).
+    pub(crate) fn skip(self, p: usize, width: usize) -> Self {
+        Packed { data: &self.data[p * width..], stride: self.stride }
+    }
+
+    /// The panels from panel `q` on.
+    pub(crate) fn panels_from(self, q: usize) -> Self {
+        Packed { data: &self.data[q * self.stride..], stride: self.stride }
+    }
+
+    /// Asserts `count` rows or columns of depth `k` in panels of `width` are readable and every
+    /// panel is 64-byte aligned.
+    #[track_caller]
+    fn check(&self, what: &str, count: usize, width: usize, k: usize) {
+        let panels = count.div_ceil(width);
+        assert!(
+            self.stride >= k * width && self.stride.is_multiple_of(16),
+            "gemm packed: {what} panel stride {} is not a multiple of 16 of at least {k}·{width}",
+            self.stride
+        );
+        assert!(
+            fits(self.data.len(), count, width, self.stride, k),
+            "gemm packed: {what} holds {} floats, {panels} panels of {k}·{width} need more",
+            self.data.len()
+        );
+        assert!(
+            self.data.as_ptr().align_offset(64) == 0,
+            "gemm packed: {what} panels do not start on a 64-byte boundary"
+        );
+    }
+}
+
+impl Gemm {
+    /// Rows of the micro-kernel's tile (the width of A panels).
+    pub(crate) fn mr(&self) -> usize {
+        self.kernel.mr
+    }
+
+    /// Columns of the micro-kernel's tile (the width of B panels).
+    pub(crate) fn nr(&self) -> usize {
+        self.kernel.nr
+    }
+}
+
+/// Packs all of `a` (`m × k`) into `mr`-row panels `stride` apart in `dst` (zero past row `m`),
+/// as [`run_packed`] reads them. Compiled for the caller's ISA when inlined into a
+/// [`crate::vectorize::vectorized!`] body.
+///
+/// # Panics
+/// If `stride < k·mr` or `dst` cannot hold the panels (the last needs only `k·mr` floats).
+#[inline(always)]
+pub(crate) fn pack_a_full(gemm: &Gemm, a: Mat<'_, f32>, dst: &mut [f32], stride: usize) {
+    let (m, k, mr) = (a.rows, a.cols, gemm.kernel.mr);
+    assert!(stride >= k * mr && fits(dst.len(), m, mr, stride, k), "gemm: pack_a_full");
+    for q in 0..m.div_ceil(mr) {
+        pack_a(&a, q * mr, mr.min(m - q * mr), 0, k, mr, &mut dst[q * stride..]);
+    }
+}
+
+/// Packs all of `b` (`k × n`) into `nr`-column panels `stride` apart in `dst` (zero past column
+/// `n`), as [`run_packed`] reads them.
+///
+/// # Panics
+/// If `stride < k·nr` or `dst` cannot hold the panels (the last needs only `k·nr` floats).
+#[inline(always)]
+pub(crate) fn pack_b_full(gemm: &Gemm, b: Mat<'_, f32>, dst: &mut [f32], stride: usize) {
+    let (k, n, nr) = (b.rows, b.cols, gemm.kernel.nr);
+    assert!(stride >= k * nr && fits(dst.len(), n, nr, stride, k), "gemm: pack_b_full");
+    for q in 0..n.div_ceil(nr) {
+        pack_b(&b, 0, k, q * nr, nr.min(n - q * nr), nr, &mut dst[q * stride..]);
+    }
+}
+
+/// `C = alpha·A·B + beta·C` for packed `A` (`C.rows × k`) and `B` (`k × C.cols`), on the
+/// calling thread. With `beta == 0`, C's old contents are ignored.
+///
+/// # Panics
+/// If a packed operand is too short for its panels, a panel stride is not a multiple of 16 at
+/// least `k` steps long, the panels are not 64-byte aligned, or C's view reaches past its slice.
+#[allow(clippy::too_many_arguments)] // the BLAS signature with packed operands
+pub(crate) fn run_packed(
+    gemm: &Gemm,
+    alpha: f32,
+    a: Packed<'_>,
+    b: Packed<'_>,
+    k: usize,
+    beta: f32,
+    c: MatMut<'_>,
+) {
+    let uk = &gemm.kernel;
+    let (m, n, ldc) = (c.rows, c.cols, c.row_stride);
+    a.check("A", m, uk.mr, k);
+    b.check("B", n, uk.nr, k);
+    assert!(
+        m == 0 || n == 0 || (ldc >= n && c.data.len() >= (m - 1) * ldc + n),
+        "gemm packed: C is {m}×{n} with row stride {ldc} in {} floats",
+        c.data.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        super::driver::scale_rows(c.data, m, n, ldc, beta);
+        return;
+    }
+    // SAFETY: C holds `m` rows of `n` floats, `ldc` apart (checked above) and is borrowed
+    // mutably; the panels hold `k` steps each, 64-byte aligned (checked above).
+    unsafe {
+        super::driver::macro_kernel(
+            uk,
+            alpha,
+            beta,
+            k,
+            m,
+            n,
+            a.data,
+            a.stride,
+            b.data,
+            b.stride,
+            c.data.as_mut_ptr(),
+            ldc,
+        )
+    };
+}
+
+/// `C = alpha·A·B` for packed `A` (`m × k`) and `B` (`k × n`), written as a packed B operand of
+/// depth `m` (for a product that contracts over C's rows): panel `q` (columns `q·nr ..`) at
+/// `dst[q·dst_stride ..]`, row `i` of it at `i·nr`. Whole tiles are written, so rows up to `m`
+/// rounded up to `mr`, and columns up to `n` rounded up to `nr`, hold the product of the padding.
+///
+/// # Panics
+/// As [`run_packed`], and if `dst_stride < round_up(m, mr)·nr` or `dst` is too short.
+#[allow(clippy::too_many_arguments)] // the BLAS signature with packed operands
+pub(crate) fn run_packed_to_panels(
+    gemm: &Gemm,
+    alpha: f32,
+    a: Packed<'_>,
+    b: Packed<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    let uk = &gemm.kernel;
+    let (mr, nr) = (uk.mr, uk.nr);
+    a.check("A", m, mr, k);
+    b.check("B", n, nr, k);
+    let rows = round_up(m, mr);
+    let panels = n.div_ceil(nr);
+    assert!(
+        dst_stride >= rows * nr
+            && (panels == 0 || dst.len() >= (panels - 1) * dst_stride + rows * nr),
+        "gemm packed: {m}×{n} panels of stride {dst_stride} do not fit in {} floats",
+        dst.len()
+    );
+    for q in 0..panels {
+        let b_panel = b.data[q * b.stride..].as_ptr();
+        for ir in (0..m).step_by(mr) {
+            let a_panel = a.data[(ir / mr) * a.stride..].as_ptr();
+            let out = dst[q * dst_stride + ir * nr..][..mr * nr].as_mut_ptr();
+            // SAFETY: the panels hold `k` steps (checked above); `out` is a whole `mr × nr`
+            // tile with rows `nr` apart inside `dst`.
+            unsafe { (uk.run)(k, a_panel, b_panel, out, nr, alpha, 0.0) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::Isa;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 997) as f32 / 499.0 - 1.0)
+            .collect()
+    }
+
+    /// A 64-byte aligned buffer of `len` floats (and its backing vector).
+    fn aligned_buf(len: usize) -> (Vec<f32>, usize) {
+        let v = vec![f32::NAN; len + 16];
+        let skip = v.as_ptr().align_offset(64);
+        (v, skip)
+    }
+
+    fn reference(a: &Mat<'_, f32>, b: &Mat<'_, f32>, i: usize, j: usize) -> f64 {
+        (0..a.cols).map(|p| a.at(i, p) as f64 * b.at(p, j) as f64).sum()
+    }
+
+    #[test]
+    fn packed_products_match_a_plain_product() {
+        for isa in Isa::supported() {
+            let gemm = Gemm::for_isa(isa).unwrap();
+            let (mr, nr) = gemm.tile();
+            for (m, n, k) in
+                [(1, 1, 1), (5, 7, 3), (13, 33, 64), (64, 70, 129), (2 * mr + 1, 3 * nr - 1, 17)]
+            {
+                let ad = values(m * k, 1);
+                let bd = values(n * k, 2);
+                // A row-major, B seen transposed (the attention's Q·Kᵀ).
+                let a = Mat::row_major(&ad, m, k, k);
+                let b = Mat::row_major(&bd, n, k, k).t();
+                let (sa, sb) = (panel_stride(k, mr), panel_stride(k, nr));
+                let (mut abuf, oa) = aligned_buf(packed_len(m, mr, sa));
+                let (mut bbuf, ob) = aligned_buf(packed_len(n, nr, sb));
+                pack_a_full(&gemm, a, &mut abuf[oa..], sa);
+                pack_b_full(&gemm, b, &mut bbuf[ob..], sb);
+                let (pa, pb) = (Packed::new(&abuf[oa..], sa), Packed::new(&bbuf[ob..], sb));
+                let ldc = n + 3;
+                let c0 = values(m * ldc, 3);
+                let mut c = c0.clone();
+                run_packed(&gemm, 0.5, pa, pb, k, 2.0, MatMut::row_major(&mut c, m, n, ldc));
+                let rows = round_up(m, mr);
+                let ds = panel_stride(rows, nr);
+                let mut panels = vec![0.0; packed_len(n, nr, ds)];
+                run_packed_to_panels(&gemm, 0.5, pa, pb, m, n, k, &mut panels, ds);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = 0.5 * reference(&a, &b, i, j);
+                        let got = c[i * ldc + j] as f64 - 2.0 * c0[i * ldc + j] as f64;
+                        let tol = 1e-5 * (k as f64).sqrt() + 1e-6;
+                        assert!(
+                            (got - want).abs() < tol,
+                            "{isa} {m}×{n}×{k} ({i},{j}): {got} vs {want}"
+                        );
+                        let got = panels[(j / nr) * ds + i * nr + j % nr] as f64;
+                        assert!((got - want).abs() < tol, "{isa} panels {m}×{n}×{k} ({i},{j})");
+                    }
+                    for j in n..ldc {
+                        assert_eq!(c[i * ldc + j], c0[i * ldc + j], "{isa}: column {j} untouched");
+                    }
+                }
+                // A depth range of longer panels: columns 2.. of A times rows 2.. of B.
+                if k > 2 {
+                    let mut c = vec![0.0; m * n];
+                    let (pa2, pb2) = (pa.skip(2, mr), pb.skip(2, nr));
+                    if (2 * mr).is_multiple_of(16) && (2 * nr).is_multiple_of(16) {
+                        run_packed(
+                            &gemm,
+                            1.0,
+                            pa2,
+                            pb2,
+                            k - 2,
+                            0.0,
+                            MatMut::row_major(&mut c, m, n, n),
+                        );
+                        for i in 0..m {
+                            for j in 0..n {
+                                let want: f64 =
+                                    (2..k).map(|p| a.at(i, p) as f64 * b.at(p, j) as f64).sum();
+                                assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "{isa} skip");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "64-byte boundary")]
+    fn misaligned_panels_panic() {
+        let gemm = Gemm::for_isa(Isa::Scalar).unwrap();
+        let (buf, o) = aligned_buf(64);
+        let pa = Packed::new(&buf[o + 1..], 16);
+        let mut c = [0.0; 16];
+        run_packed(&gemm, 1.0, pa, pa, 4, 0.0, MatMut::row_major(&mut c, 4, 4, 4));
+    }
+}
