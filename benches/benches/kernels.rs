@@ -712,9 +712,12 @@ fn table(doc: &Value) -> String {
         "ours/best",
         "ours/peak"
     );
-    out += &header;
-    out += &format!("{}\n", "-".repeat(header.chars().count() - 1));
-    for row in doc["rows"].as_array().into_iter().flatten() {
+    let gemm_rows = doc["rows"].as_array().cloned().unwrap_or_default();
+    if !gemm_rows.is_empty() {
+        out += &header;
+        out += &format!("{}\n", "-".repeat(header.chars().count() - 1));
+    }
+    for row in &gemm_rows {
         out += &format!(
             "{:<10} {:<6} {:<16} {:>3}  {:>13} {:>13} {:>15} {:>13}  {:>9} {:>9}\n",
             row["layer"].as_str().unwrap_or(""),
@@ -760,7 +763,7 @@ fn table(doc: &Value) -> String {
                 visible scores;\nloss: the useful 2·tokens·hidden·vocab products, 3 with the head's \
                 gradient, 2 without), against our GEMM\n(X·W 512×2304×768) interleaved with each row\n";
         let header = format!(
-            "{:<18} {:<26} {:<18} {:>3}  {:>13} {:>13} {:>13} {:>9} {:>10}\n",
+            "{:<18} {:<31} {:<15} {:>3}  {:>13} {:>13} {:>13} {:>9} {:>10}\n",
             "kernel",
             "case",
             "shape",
@@ -775,7 +778,7 @@ fn table(doc: &Value) -> String {
         out += &format!("{}\n", "-".repeat(header.chars().count() - 1));
         for row in &primitive_rows {
             out += &format!(
-                "{:<18} {:<26} {:<18} {:>3}  {:>13} {:>13} {:>13} {:>9} {:>10.1}\n",
+                "{:<18} {:<31} {:<15} {:>3}  {:>13} {:>13} {:>13} {:>9} {:>10.1}\n",
                 row["kernel"].as_str().unwrap_or(""),
                 row["name"].as_str().unwrap_or(""),
                 row["dims"].as_str().unwrap_or(""),
