@@ -14,6 +14,9 @@
 //! time of a forward + backward and its range, the counted GFLOP/s (median and range), the same
 //! for the GEMMs, and the ratio of the medians.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -21,37 +24,7 @@ use mft_kernels::attention::{AttentionGrads, AttentionInputs, AttentionShape};
 use mft_kernels::{Gemm, Kernels, Mat, MatMut, Parallel, Sequential};
 use mft_std::ThreadPool;
 
-/// `len` values in [-1, 1) from a xorshift generator.
-fn random_values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// Median, min and max of some samples.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let median =
-            if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-        Stats { median, min: sorted[0], max: sorted[n - 1] }
-    }
-}
+use common::{Stats, random_values};
 
 /// One attention problem with its buffers.
 struct Attention {

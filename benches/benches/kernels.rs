@@ -27,7 +27,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use common::primitives::{AttentionBench, LossBench, LossMode};
-use common::{FmaPeak, Impl, Problem, Runner, Shape, TOLERANCE, relative_error};
+use common::{FmaPeak, Impl, Problem, Runner, Shape, Stats, TOLERANCE, relative_error};
 use mft_kernels::{Kernels, bf16, f16};
 use serde_json::{Value, json};
 
@@ -139,38 +139,6 @@ fn main() -> ExitCode {
             eprintln!("kernels: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Median, least and greatest of some samples.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        assert!(n > 0, "no samples");
-        let median =
-            if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-        Stats { median, min: sorted[0], max: sorted[n - 1] }
-    }
-
-    fn json(&self, samples: &[f64]) -> Value {
-        json!({ "median": self.median, "min": self.min, "max": self.max, "samples": samples })
-    }
-
-    fn from_json(value: &Value) -> Option<Stats> {
-        Some(Stats {
-            median: value.get("median")?.as_f64()?,
-            min: value.get("min")?.as_f64()?,
-            max: value.get("max")?.as_f64()?,
-        })
     }
 }
 

@@ -19,12 +19,17 @@
 //!
 //! The ratio column is each row's useful GFLOP/s over the GEMM row's median GFLOP/s.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use mft_kernels::loss::{IGNORE_INDEX, LmHeadLoss};
 use mft_kernels::{Kernels, Mat, MatMut, Parallel, Sequential, bf16};
 use mft_std::ThreadPool;
+
+use common::Stats;
 
 const USAGE: &str = "\
 usage: loss [--reps N] [--threads 1,2] [--shapes gpt2,gemma] [--chunk N] [--quick]
@@ -115,17 +120,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// `len` values in [-scale, scale) from a xorshift generator seeded with `seed`.
+/// `len` values in [-scale, scale) (the shared xorshift generator, scaled).
 fn random_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
+    common::random_values(len, seed).into_iter().map(|v| v * scale).collect()
 }
 
 /// The operands and outputs of one shape.
@@ -280,15 +277,6 @@ fn run_row(
     }
 }
 
-/// Median, min and max.
-fn stats(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-    (median, sorted[0], sorted[n - 1])
-}
-
 fn measure(shape: &Shape, threads: usize, options: &Options) {
     let (t, h, v) = (shape.tokens, shape.hidden, shape.vocab);
     let k = Kernels::best();
@@ -351,13 +339,13 @@ fn measure(shape: &Shape, threads: usize, options: &Options) {
         }
     }
     let flops = shape.gemm_flops();
-    let gemm_rate = flops / stats(&samples[0]).0 / 1e9;
+    let gemm_rate = flops / Stats::of(&samples[0]).median / 1e9;
     println!(
         "{:<8} {:>2}t  {:<31} {:>9} {:>17}  {:>8} {:>8}  {:>6}",
         "shape", "", "row", "median ms", "min–max ms", "useful", "executed", "ratio"
     );
     for (row, samples) in rows.iter().zip(&samples) {
-        let (median, min, max) = stats(samples);
+        let Stats { median, min, max } = Stats::of(samples);
         let useful = row.useful_gemms() * flops / median / 1e9;
         let executed = row.executed_gemms() * flops / median / 1e9;
         println!(

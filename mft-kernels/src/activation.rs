@@ -163,6 +163,40 @@ impl Kernels {
         });
     }
 
+    /// A gated unit's backward, `d_gate = dy·up·act'(gate)`, `d_up = dy·act(gate)`, for the
+    /// activation given as `act_and_derivative`; `what` names the public entry in panics.
+    #[allow(clippy::too_many_arguments)] // three inputs, two outputs, threads and the activation
+    #[inline(always)]
+    fn gate_backward(
+        &self,
+        what: &str,
+        dy: &[f32],
+        gate: &[f32],
+        up: &[f32],
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+        parallel: &dyn Parallel,
+        act_and_derivative: impl Fn(f32) -> (f32, f32) + Sync,
+    ) {
+        check_same_len(what, "gate", gate.len(), "dy", dy.len());
+        check_same_len(what, "up", up.len(), "dy", dy.len());
+        check_same_len(what, "d_gate", d_gate.len(), "dy", dy.len());
+        check_same_len(what, "d_up", d_up.len(), "dy", dy.len());
+        self.ternary_to_two(
+            dy,
+            gate,
+            up,
+            d_gate,
+            d_up,
+            parallel,
+            #[inline(always)]
+            |dy, g, u| {
+                let (act, d_act) = act_and_derivative(g);
+                (dy * u * d_act, dy * act)
+            },
+        );
+    }
+
     /// `y = gelu(x)` with the tanh approximation, elementwise.
     ///
     /// # Panics
@@ -255,23 +289,15 @@ impl Kernels {
         d_up: &mut [f32],
         parallel: &dyn Parallel,
     ) {
-        const WHAT: &str = "geglu_backward";
-        check_same_len(WHAT, "gate", gate.len(), "dy", dy.len());
-        check_same_len(WHAT, "up", up.len(), "dy", dy.len());
-        check_same_len(WHAT, "d_gate", d_gate.len(), "dy", dy.len());
-        check_same_len(WHAT, "d_up", d_up.len(), "dy", dy.len());
-        self.ternary_to_two(
+        self.gate_backward(
+            "geglu_backward",
             dy,
             gate,
             up,
             d_gate,
             d_up,
             parallel,
-            #[inline(always)]
-            |dy, g, u| {
-                let (act, d_act) = gelu_and_derivative(g);
-                (dy * u * d_act, dy * act)
-            },
+            gelu_and_derivative,
         );
     }
 
@@ -307,23 +333,15 @@ impl Kernels {
         d_up: &mut [f32],
         parallel: &dyn Parallel,
     ) {
-        const WHAT: &str = "swiglu_backward";
-        check_same_len(WHAT, "gate", gate.len(), "dy", dy.len());
-        check_same_len(WHAT, "up", up.len(), "dy", dy.len());
-        check_same_len(WHAT, "d_gate", d_gate.len(), "dy", dy.len());
-        check_same_len(WHAT, "d_up", d_up.len(), "dy", dy.len());
-        self.ternary_to_two(
+        self.gate_backward(
+            "swiglu_backward",
             dy,
             gate,
             up,
             d_gate,
             d_up,
             parallel,
-            #[inline(always)]
-            |dy, g, u| {
-                let (act, d_act) = silu_and_derivative(g);
-                (dy * u * d_act, dy * act)
-            },
+            silu_and_derivative,
         );
     }
 }

@@ -1,6 +1,7 @@
-//! Shared by the `gemm` (criterion) and `kernels` (side-by-side table) benchmarks: the GEMM
-//! shapes of GPT-2 small, the problems built from them, one runner per implementation (ours and
-//! the peers `gemm`, `matrixmultiply`, `faer`), and the FMA-peak loop.
+//! Shared by the benchmarks (`gemm`, `kernels`, `attention`, `loss`): the GEMM shapes of GPT-2
+//! small, the problems built from them, one runner per implementation (ours and the peers `gemm`,
+//! `matrixmultiply`, `faer`), the FMA-peak loop, sample statistics, the input generator, and the
+//! training-primitive problems (`primitives.rs`).
 //!
 //! Each bench target includes this file with `#[path = "common/mod.rs"] mod common;`: it uses the
 //! peers, which are dev-dependencies and so out of reach of the `mft-benches` library target.
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mft_kernels::{Gemm, GemmRhs, Mat, MatMut, Parallel, Sequential};
 use mft_std::ThreadPool;
+use serde_json::{Value, json};
 
 /// Tokens per batch (M of the forward GEMMs).
 pub const TOKENS: usize = 512;
@@ -253,6 +255,44 @@ impl Impl {
 /// `None` when the variable is unset or unreadable.
 pub fn matrixmultiply_threads() -> Option<usize> {
     std::env::var("MATMUL_NUM_THREADS").ok()?.trim().parse::<usize>().ok().map(|t| t.clamp(1, 4))
+}
+
+/// Median, least and greatest of some samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// The median.
+    pub median: f64,
+    /// The least.
+    pub min: f64,
+    /// The greatest.
+    pub max: f64,
+}
+
+impl Stats {
+    /// The statistics of `samples` (at least one).
+    pub fn of(samples: &[f64]) -> Stats {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        assert!(n > 0, "no samples");
+        let median =
+            if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        Stats { median, min: sorted[0], max: sorted[n - 1] }
+    }
+
+    /// As JSON, with the samples.
+    pub fn json(&self, samples: &[f64]) -> Value {
+        json!({ "median": self.median, "min": self.min, "max": self.max, "samples": samples })
+    }
+
+    /// Back from [`Stats::json`]'s output.
+    pub fn from_json(value: &Value) -> Option<Stats> {
+        Some(Stats {
+            median: value.get("median")?.as_f64()?,
+            min: value.get("min")?.as_f64()?,
+            max: value.get("max")?.as_f64()?,
+        })
+    }
 }
 
 /// Runs every implementation on one thread count: holds our thread pool and GEMM scratch.
