@@ -1,0 +1,292 @@
+//! LoRA as PEFT defines it: for a targeted projection `y = W·x`, training adds
+//! `scaling · B·A·dropout(x)` with `A` `[r, in]`, `B` `[out, r]`, `scaling = alpha / r` (or
+//! `alpha / √r` with rsLoRA), dropout only while training. `A` starts Kaiming-uniform
+//! (`a = √5`, i.e. `U(−1/√in, 1/√in)`), `B` at zero, so training starts from the base model.
+//!
+//! Targets are Hugging Face module names matched as PEFT matches them (a name selects every
+//! module whose path is it or ends with `.name`): GPT-2's `c_proj` is both `attn.c_proj` and
+//! `mlp.c_proj`. The adapters of all layers sit in one flat f32 buffer ([`LoraLayout`]); their
+//! gradients and optimizer state use the same layout.
+
+use core::fmt;
+
+use crate::config::{Family, ModelConfig};
+use crate::error::{Error, Result};
+use crate::params::{LAYER_PARAMS, LayerParam};
+use crate::rng::Counter;
+
+/// A set of projections carrying adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoraTargets(u32);
+
+impl LoraTargets {
+    /// No target.
+    pub const NONE: LoraTargets = LoraTargets(0);
+
+    /// Whether `param` is targeted.
+    pub fn contains(self, param: LayerParam) -> bool {
+        self.0 >> param as u32 & 1 == 1
+    }
+
+    /// The set with `param` added.
+    pub fn with(self, param: LayerParam) -> LoraTargets {
+        LoraTargets(self.0 | 1 << param as u32)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The targeted projections of `family`, in layout order.
+    pub fn params(self, family: Family) -> impl Iterator<Item = LayerParam> {
+        LayerParam::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p) && p.in_family(family) && p.is_matrix())
+    }
+
+    /// The projections `names` select, PEFT-style (`c_proj` selects every module whose path
+    /// is `c_proj` or ends with `.c_proj`). Fails on a name that selects nothing, so a typo is
+    /// not silently a no-op.
+    pub fn from_module_names<'n>(
+        family: Family,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<LoraTargets> {
+        let mut set = LoraTargets::NONE;
+        let mut any = false;
+        for name in names {
+            any = true;
+            let before = set;
+            for p in LayerParam::ALL {
+                if !(p.in_family(family) && p.is_matrix()) {
+                    continue;
+                }
+                let path = p.module_path(family);
+                let selected =
+                    path == name || path.strip_suffix(name).is_some_and(|head| head.ends_with('.'));
+                if selected {
+                    set = set.with(p);
+                }
+            }
+            if set == before {
+                return Err(Error::UnknownLoraTarget { family: family.model_type() });
+            }
+        }
+        if !any {
+            return Err(Error::InvalidLora { field: "target_modules", problem: "is empty" });
+        }
+        Ok(set)
+    }
+}
+
+/// LoRA's hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraConfig {
+    /// Rank `r`.
+    pub rank: usize,
+    /// `lora_alpha`.
+    pub alpha: f32,
+    /// `lora_dropout`: probability of zeroing an input element while training.
+    pub dropout: f32,
+    /// `use_rslora`: scale by `alpha / √r` instead of `alpha / r`.
+    pub rslora: bool,
+    /// The projections that carry adapters.
+    pub targets: LoraTargets,
+}
+
+impl LoraConfig {
+    /// The factor applied to `B·A·x`.
+    pub fn scaling(&self) -> f32 {
+        let r = self.rank as f32;
+        if self.rslora { self.alpha / libm::sqrtf(r) } else { self.alpha / r }
+    }
+
+    /// Checks the settings, naming the first bad one by its PEFT name.
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 {
+            return Err(Error::InvalidLora { field: "r", problem: "must be positive" });
+        }
+        if !self.alpha.is_finite() {
+            return Err(Error::InvalidLora { field: "lora_alpha", problem: "must be finite" });
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::InvalidLora { field: "lora_dropout", problem: "must be in [0, 1)" });
+        }
+        if self.targets.is_empty() {
+            return Err(Error::InvalidLora { field: "target_modules", problem: "is empty" });
+        }
+        Ok(())
+    }
+}
+
+/// Where an adapter pair lives in the flat LoRA buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterSlot {
+    /// First element of `A` (`[rank, in]`, row-major).
+    pub a: usize,
+    /// First element of `B` (`[out, rank]`, row-major).
+    pub b: usize,
+    /// `in_features`.
+    pub in_features: usize,
+    /// `out_features`.
+    pub out_features: usize,
+}
+
+/// The layout of every adapter of a model: block after block, the targeted projections in
+/// [`LayerParam`] order, each `A` then `B`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraLayout {
+    config: LoraConfig,
+    family: Family,
+    layers: usize,
+    in_block: [Option<AdapterSlot>; LAYER_PARAMS],
+    block_stride: usize,
+}
+
+impl LoraLayout {
+    /// The layout of `lora`'s adapters on `model`.
+    pub fn new(model: &ModelConfig, lora: &LoraConfig) -> LoraLayout {
+        let mut in_block = [None; LAYER_PARAMS];
+        let mut next = 0;
+        for p in lora.targets.params(model.family) {
+            let (in_features, out_features) = p.features(model).expect("targets are matrices");
+            let a = next;
+            let b = a + lora.rank * in_features;
+            next = b + out_features * lora.rank;
+            in_block[p as usize] = Some(AdapterSlot { a, b, in_features, out_features });
+        }
+        LoraLayout {
+            config: *lora,
+            family: model.family,
+            layers: model.layers,
+            in_block,
+            block_stride: next,
+        }
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &LoraConfig {
+        &self.config
+    }
+
+    /// Elements of the whole buffer.
+    pub fn len(&self) -> usize {
+        self.layers * self.block_stride
+    }
+
+    /// Whether there is no adapter at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The adapter of `param` in block `layer`, if it has one.
+    pub fn slot(&self, layer: usize, param: LayerParam) -> Option<AdapterSlot> {
+        if layer >= self.layers {
+            return None;
+        }
+        let s = self.in_block[param as usize]?;
+        let base = layer * self.block_stride;
+        Some(AdapterSlot { a: base + s.a, b: base + s.b, ..s })
+    }
+
+    /// Every adapter tensor: `(layer, projection, is_b)`, in buffer order.
+    pub fn tensors(&self) -> impl Iterator<Item = (usize, LayerParam, bool)> + '_ {
+        (0..self.layers).flat_map(move |l| {
+            self.config.targets.params(self.family).flat_map(move |p| [(l, p, false), (l, p, true)])
+        })
+    }
+
+    /// The range of one adapter tensor in the buffer.
+    pub fn range(&self, layer: usize, param: LayerParam, is_b: bool) -> core::ops::Range<usize> {
+        let s = self.slot(layer, param).expect("the projection carries an adapter");
+        let r = self.config.rank;
+        if is_b { s.b..s.b + s.out_features * r } else { s.a..s.a + r * s.in_features }
+    }
+
+    /// The PEFT name of an adapter tensor (as in adapter_model.safetensors).
+    pub fn name(&self, layer: usize, param: LayerParam, is_b: bool) -> AdapterName {
+        AdapterName { family: self.family, layer, param, is_b }
+    }
+
+    /// PEFT's initialisation: every `A` Kaiming-uniform (`U(−1/√in, 1/√in)`), every `B` zero.
+    /// The values depend only on `seed` and the tensor, not on the order of visiting.
+    pub fn init(&self, seed: u64, buffer: &mut [f32]) {
+        assert_eq!(buffer.len(), self.len(), "LoRA buffer holds the wrong number of floats");
+        for (layer, param, is_b) in self.tensors() {
+            let range = self.range(layer, param, is_b);
+            let values = &mut buffer[range];
+            if is_b {
+                values.fill(0.0);
+                continue;
+            }
+            let in_features = self.slot(layer, param).map_or(1, |s| s.in_features);
+            let bound = 1.0 / libm::sqrtf(in_features as f32);
+            let rng = Counter::new(seed, &[layer as u64, param as u64]);
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = (2.0 * rng.uniform(i as u64) - 1.0) * bound;
+            }
+        }
+    }
+}
+
+/// An adapter tensor's PEFT name; `Display` writes it, e.g.
+/// `base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`.
+#[derive(Debug, Clone, Copy)]
+pub struct AdapterName {
+    family: Family,
+    layer: usize,
+    param: LayerParam,
+    is_b: bool,
+}
+
+impl fmt::Display for AdapterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match self.family {
+            Family::Gpt2 => "transformer.h",
+            Family::Qwen2 | Family::Gemma3 => "model.layers",
+        };
+        let which = if self.is_b { "B" } else { "A" };
+        write!(
+            f,
+            "base_model.model.{prefix}.{}.{}.lora_{which}.weight",
+            self.layer,
+            self.param.module_path(self.family)
+        )
+    }
+}
+
+/// The inverted-dropout mask of one projection input in one step: element `i` is kept (and
+/// scaled by `1/(1 − p)`) unless its uniform draw falls below `p`. Regenerated in backward.
+#[derive(Debug, Clone, Copy)]
+pub struct DropoutMask {
+    rng: Counter,
+    p: f32,
+    scale: f32,
+}
+
+impl DropoutMask {
+    /// The mask for `seed` (per step), block `layer`, projection `param`.
+    pub fn new(p: f32, seed: u64, layer: usize, param: LayerParam) -> DropoutMask {
+        DropoutMask {
+            rng: Counter::new(seed, &[layer as u64, param as u64, 0x64726f70]),
+            p,
+            scale: 1.0 / (1.0 - p),
+        }
+    }
+
+    /// `out[i] = mask(i)·x[i]`.
+    pub fn apply(&self, x: &[f32], out: &mut [f32]) {
+        for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+            *o = if self.rng.uniform(i as u64) < self.p { 0.0 } else { v * self.scale };
+        }
+    }
+
+    /// `acc[i] += mask(i)·g[i]`: the backward of [`DropoutMask::apply`].
+    pub fn accumulate(&self, g: &[f32], acc: &mut [f32]) {
+        for (i, (a, &v)) in acc.iter_mut().zip(g).enumerate() {
+            if self.rng.uniform(i as u64) >= self.p {
+                *a += v * self.scale;
+            }
+        }
+    }
+}

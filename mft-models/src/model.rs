@@ -1,0 +1,650 @@
+//! A model: its configuration and parameter layout, and the whole-model passes over the blocks
+//! of [`crate::block`]: embedding, blocks, final norm, and the fused LM head + cross-entropy.
+//!
+//! - [`Model::train_step`]: forward and backward of one batch, returning the loss and
+//!   accumulating gradients (full fine-tuning or LoRA); optional per-block activation
+//!   checkpointing (only block inputs are kept; each block's forward is recomputed in backward).
+//! - [`Model::logits`]: evaluation (no dropout), writing `[tokens, vocab]` logits.
+//!
+//! Both take one caller-provided f32 workspace whose size [`Model::workspace_len`] gives; nothing
+//! is allocated.
+
+use mft_kernels::{
+    GemmRhs, IGNORE_INDEX, Kernels, LmHeadLoss, LossValue, Mat, MatMut, Parallel, WriteMode,
+};
+
+use crate::block::{self, Dims, Saved, Work};
+use crate::carve::Carver;
+use crate::config::{Family, ModelConfig};
+use crate::error::{Error, Result};
+use crate::lora::LoraLayout;
+use crate::ops::{Adapters, Ctx, Gradients, Norm, NormKind};
+use crate::params::{GlobalParam, Param, ParamLayout, Weights};
+
+/// One batch of token ids with their next-token targets.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Token ids, `[batch, seq]`.
+    pub input_ids: &'a [u32],
+    /// The target of each position, `[batch, seq]`: the next token, or [`IGNORE_INDEX`]. Build
+    /// it from Hugging Face-style labels with [`shift_labels`].
+    pub targets: &'a [i32],
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+}
+
+/// Turns Hugging Face labels (`[batch, seq]`, the model shifts them) into per-position targets:
+/// `targets[b, t] = labels[b, t + 1]`, and [`IGNORE_INDEX`] at each sequence's last position.
+pub fn shift_labels(labels: &[i32], seq: usize, targets: &mut [i32]) {
+    assert_eq!(labels.len(), targets.len(), "shift_labels: labels and targets differ in length");
+    for (row_in, row_out) in labels.chunks_exact(seq).zip(targets.chunks_exact_mut(seq)) {
+        row_out[..seq - 1].copy_from_slice(&row_in[1..]);
+        row_out[seq - 1] = IGNORE_INDEX;
+    }
+}
+
+/// How a training step runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepOptions {
+    /// Keep only block inputs and recompute each block's forward in backward.
+    pub checkpointing: bool,
+    /// Seed of this step's LoRA dropout masks (change it every step).
+    pub dropout_seed: u64,
+}
+
+/// What a workspace is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// [`Model::train_step`], with or without checkpointing.
+    Train {
+        /// Per-block activation checkpointing.
+        checkpointing: bool,
+    },
+    /// [`Model::logits`].
+    Logits,
+}
+
+/// The sizes of a workspace's parts, in floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkspaceSizes {
+    /// Activations kept from forward to backward (all blocks).
+    pub saved: usize,
+    /// Everything else: per-block scratch, recompute buffers, kernel scratch, RoPE tables.
+    pub scratch: usize,
+}
+
+impl WorkspaceSizes {
+    /// Floats in all.
+    pub fn total(&self) -> usize {
+        self.saved + self.scratch
+    }
+}
+
+/// A model ready to run: configuration and parameter layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    config: ModelConfig,
+    layout: ParamLayout,
+}
+
+/// The workspace of a step, carved.
+struct Buffers<'a> {
+    positions: &'a mut [f32],
+    rope_global: &'a mut [f32],
+    rope_local: &'a mut [f32],
+    /// Per block: its [`Saved`] (or only its input, checkpointing).
+    saved: &'a mut [f32],
+    saved_per_block: usize,
+    /// The last block's output.
+    x_final: &'a mut [f32],
+    mean: &'a mut [f32],
+    rstd: &'a mut [f32],
+    /// The final norm's output.
+    hidden: &'a mut [f32],
+    d_hidden: &'a mut [f32],
+    dx: &'a mut [f32],
+    /// The block being recomputed (checkpointing, evaluation).
+    replay: Saved<'a>,
+    replay_out: &'a mut [f32],
+    work: Work<'a>,
+    scratch: &'a mut [f32],
+}
+
+impl Model {
+    /// A model of `config`, validated.
+    pub fn new(config: ModelConfig) -> Result<Model> {
+        config.validate()?;
+        Ok(Model { config, layout: ParamLayout::new(&config) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Where each parameter lives.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// The sizes of the workspace [`Model::train_step`] or [`Model::logits`] needs.
+    pub fn workspace_sizes(
+        &self,
+        kernels: &Kernels,
+        lora: Option<&LoraLayout>,
+        batch: usize,
+        seq: usize,
+        purpose: Purpose,
+        threads: usize,
+    ) -> WorkspaceSizes {
+        let mut c = Carver::measuring();
+        self.carve(&mut c, kernels, lora, batch, seq, purpose, threads);
+        let saved = self.saved_len(lora, batch, seq, purpose);
+        WorkspaceSizes { saved, scratch: c.used() - saved }
+    }
+
+    /// Floats [`Model::train_step`] or [`Model::logits`] needs as workspace.
+    pub fn workspace_len(
+        &self,
+        kernels: &Kernels,
+        lora: Option<&LoraLayout>,
+        batch: usize,
+        seq: usize,
+        purpose: Purpose,
+        threads: usize,
+    ) -> usize {
+        self.workspace_sizes(kernels, lora, batch, seq, purpose, threads).total()
+    }
+
+    fn saved_len(
+        &self,
+        lora: Option<&LoraLayout>,
+        batch: usize,
+        seq: usize,
+        purpose: Purpose,
+    ) -> usize {
+        let d = Dims::new(&self.config, lora, batch, seq);
+        self.config.layers * saved_per_block(&d, purpose)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the step's sizes
+    fn carve<'a>(
+        &self,
+        c: &mut Carver<'a>,
+        kernels: &Kernels,
+        lora: Option<&LoraLayout>,
+        batch: usize,
+        seq: usize,
+        purpose: Purpose,
+        threads: usize,
+    ) -> Buffers<'a> {
+        let cfg = &self.config;
+        let d = Dims::new(cfg, lora, batch, seq);
+        let (n, h) = (d.n, cfg.hidden);
+        let train = purpose != Purpose::Logits;
+        let replaying = purpose != Purpose::Train { checkpointing: false };
+        let rope_len = Kernels::rope_table_len(cfg.head_dim, seq);
+        let per_block = saved_per_block(&d, purpose);
+        let loss = LmHeadLoss::new(n, h, cfg.vocab);
+        let scratch_len = block::kernel_scratch_len(kernels, cfg, &d, threads)
+            .max(if train { loss.scratch_len(kernels, threads) } else { 0 })
+            .max(kernels.gemm().scratch_len(n, cfg.vocab, h, threads));
+        Buffers {
+            positions: c.take(n),
+            rope_global: c.take_if(cfg.rope.is_some(), rope_len),
+            rope_local: c.take_if(cfg.rope_local.is_some(), rope_len),
+            saved: c.take(cfg.layers * per_block),
+            saved_per_block: per_block,
+            x_final: c.take(n * h),
+            mean: c.take(n),
+            rstd: c.take(n),
+            hidden: c.take(n * h),
+            d_hidden: c.take_if(train, n * h),
+            dx: c.take_if(train, n * h),
+            replay: if replaying {
+                Saved::carve(c, &d)
+            } else {
+                Saved::carve(&mut Carver::measuring(), &d)
+            },
+            replay_out: c.take_if(replaying && train, n * h),
+            work: Work::carve(c, &d, train),
+            scratch: c.take(scratch_len),
+        }
+    }
+
+    fn check_batch(&self, input_ids: &[u32], batch: usize, seq: usize) -> Result<()> {
+        let bad = |problem, value, limit| Err(Error::InvalidBatch { problem, value, limit });
+        if batch == 0 || seq == 0 {
+            return bad("empty batch", batch * seq, 1);
+        }
+        if seq > self.config.max_positions {
+            return bad(
+                "sequence longer than max_position_embeddings",
+                seq,
+                self.config.max_positions,
+            );
+        }
+        if input_ids.len() != batch * seq {
+            return bad("input_ids is not batch × seq long", input_ids.len(), batch * seq);
+        }
+        if let Some(&id) = input_ids.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return bad("token id out of the vocabulary", id as usize, self.config.vocab);
+        }
+        Ok(())
+    }
+
+    /// Forward and backward of one batch: returns the mean cross-entropy over the valid
+    /// targets and accumulates (`+=`) its gradients into `grads`. With LoRA gradients,
+    /// `adapters` must be given; dropout runs with `options.dropout_seed`.
+    ///
+    /// # Errors
+    /// A batch that does not fit the model, or a workspace shorter than
+    /// [`Model::workspace_len`] for `Purpose::Train` and `parallel.threads()`.
+    #[allow(clippy::too_many_arguments)] // kernels, weights, adapters, gradients, data, memory, threads
+    pub fn train_step<T: GemmRhs>(
+        &self,
+        kernels: &Kernels,
+        weights: Weights<'_, T>,
+        adapters: Option<Adapters<'_>>,
+        mut grads: Gradients<'_>,
+        batch: &Batch<'_>,
+        options: StepOptions,
+        workspace: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<LossValue> {
+        let (b, t) = (batch.batch, batch.seq);
+        self.check_batch(batch.input_ids, b, t)?;
+        if batch.targets.len() != b * t {
+            return Err(Error::InvalidBatch {
+                problem: "targets is not batch × seq long",
+                value: batch.targets.len(),
+                limit: b * t,
+            });
+        }
+        if let Some(&bad) = batch
+            .targets
+            .iter()
+            .find(|&&l| l != IGNORE_INDEX && (l < 0 || l as usize >= self.config.vocab))
+        {
+            return Err(Error::InvalidBatch {
+                problem: "target out of the vocabulary",
+                value: bad as usize,
+                limit: self.config.vocab,
+            });
+        }
+        self.check_weights(&weights, adapters)?;
+        let lora = adapters.map(|a| a.layout);
+        let purpose = Purpose::Train { checkpointing: options.checkpointing };
+        let threads = parallel.threads();
+        let needed = self.workspace_len(kernels, lora, b, t, purpose, threads);
+        if workspace.len() < needed {
+            return Err(Error::BufferSize {
+                buffer: "workspace",
+                expected: needed,
+                actual: workspace.len(),
+            });
+        }
+        let mut c = Carver::new(&mut workspace[..needed]);
+        let mut buf = self.carve(&mut c, kernels, lora, b, t, purpose, threads);
+        let ctx = Ctx {
+            kernels,
+            parallel,
+            config: &self.config,
+            layout: &self.layout,
+            weights,
+            adapters,
+            dropout_seed: Some(options.dropout_seed),
+            batch: b,
+            seq: t,
+        };
+        let d = Dims::new(&self.config, lora, b, t);
+        let positions = self.prepare(&mut buf, t);
+        self.embed(
+            &ctx,
+            batch.input_ids,
+            positions,
+            first_block_input(&mut buf, d.n * self.config.hidden),
+        );
+        self.blocks_forward(&ctx, &d, &mut buf, positions, options.checkpointing);
+
+        // Final norm and the fused head + loss.
+        let final_norm = self.final_norm();
+        final_norm.forward(&ctx, buf.x_final, buf.hidden, buf.mean, buf.rstd);
+        let shape = LmHeadLoss::new(d.n, self.config.hidden, self.config.vocab);
+        let head = self.head_param();
+        let head_weight = weights.matrix(&self.layout, head);
+        let d_head = grads.param(&self.layout, head);
+        let loss = kernels.lm_head_loss_forward_backward(
+            &shape,
+            buf.hidden,
+            head_weight,
+            batch.targets,
+            1.0,
+            buf.d_hidden,
+            d_head,
+            buf.scratch,
+            parallel,
+        );
+        final_norm.backward(
+            &ctx,
+            &mut grads,
+            buf.d_hidden,
+            buf.x_final,
+            buf.mean,
+            buf.rstd,
+            buf.dx,
+            buf.work.discard_mut(),
+            buf.scratch,
+        );
+
+        self.blocks_backward(&ctx, &mut grads, &d, &mut buf, positions, options.checkpointing);
+        self.embed_backward(&ctx, &mut grads, batch.input_ids, positions, buf.dx);
+        Ok(loss)
+    }
+
+    /// The logits of every position, `[batch·seq, vocab]`, in evaluation mode (no dropout).
+    ///
+    /// # Errors
+    /// A batch that does not fit the model, `logits` of the wrong length, or a workspace shorter
+    /// than [`Model::workspace_len`] for `Purpose::Logits`.
+    #[allow(clippy::too_many_arguments)] // kernels, weights, adapters, data, output, memory, threads
+    pub fn logits<T: GemmRhs>(
+        &self,
+        kernels: &Kernels,
+        weights: Weights<'_, T>,
+        adapters: Option<Adapters<'_>>,
+        input_ids: &[u32],
+        batch: usize,
+        seq: usize,
+        logits: &mut [f32],
+        workspace: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<()> {
+        self.check_batch(input_ids, batch, seq)?;
+        self.check_weights(&weights, adapters)?;
+        let n = batch * seq;
+        if logits.len() != n * self.config.vocab {
+            return Err(Error::BufferSize {
+                buffer: "logits",
+                expected: n * self.config.vocab,
+                actual: logits.len(),
+            });
+        }
+        let lora = adapters.map(|a| a.layout);
+        let threads = parallel.threads();
+        let needed = self.workspace_len(kernels, lora, batch, seq, Purpose::Logits, threads);
+        if workspace.len() < needed {
+            return Err(Error::BufferSize {
+                buffer: "workspace",
+                expected: needed,
+                actual: workspace.len(),
+            });
+        }
+        let mut c = Carver::new(&mut workspace[..needed]);
+        let mut buf = self.carve(&mut c, kernels, lora, batch, seq, Purpose::Logits, threads);
+        let ctx = Ctx {
+            kernels,
+            parallel,
+            config: &self.config,
+            layout: &self.layout,
+            weights,
+            adapters,
+            dropout_seed: None,
+            batch,
+            seq,
+        };
+        let d = Dims::new(&self.config, lora, batch, seq);
+        let positions = self.prepare(&mut buf, seq);
+        self.embed(&ctx, input_ids, positions, buf.replay.x);
+        for layer in 0..self.config.layers {
+            let rope = rope_of(&self.config, layer, buf.rope_global, buf.rope_local);
+            block::forward(
+                &ctx,
+                &d,
+                layer,
+                &mut buf.replay,
+                buf.x_final,
+                &mut buf.work,
+                buf.scratch,
+                rope,
+                positions,
+            );
+            buf.replay.x.copy_from_slice(buf.x_final);
+        }
+        self.final_norm().forward(&ctx, buf.x_final, buf.hidden, buf.mean, buf.rstd);
+        let h = self.config.hidden;
+        let head = weights.matrix(&self.layout, self.head_param());
+        let v = self.config.vocab;
+        kernels.gemm().run(
+            1.0,
+            Mat::row_major(buf.hidden, n, h, h),
+            Mat::row_major(head, v, h, h).t(),
+            0.0,
+            MatMut::row_major(logits, n, v, v),
+            buf.scratch,
+            parallel,
+        );
+        Ok(())
+    }
+
+    fn check_weights<T>(
+        &self,
+        weights: &Weights<'_, T>,
+        adapters: Option<Adapters<'_>>,
+    ) -> Result<()> {
+        let check = |buffer, expected, actual| {
+            if expected == actual {
+                Ok(())
+            } else {
+                Err(Error::BufferSize { buffer, expected, actual })
+            }
+        };
+        check("weights.matrices", self.layout.matrix_len(), weights.matrices.len())?;
+        check("weights.vectors", self.layout.vector_len(), weights.vectors.len())?;
+        if let Some(a) = adapters {
+            check("adapters", a.layout.len(), a.weights.len())?;
+        }
+        Ok(())
+    }
+
+    /// Fills positions and RoPE tables; moves the positions out of `buf` as u32.
+    fn prepare<'a>(&self, buf: &mut Buffers<'a>, seq: usize) -> &'a [u32] {
+        let head_dim = self.config.head_dim;
+        if let Some(rope) = self.config.rope {
+            Kernels::rope_fill_table(buf.rope_global, head_dim, rope.base, rope.linear_factor);
+        }
+        if let Some(rope) = self.config.rope_local {
+            Kernels::rope_fill_table(buf.rope_local, head_dim, rope.base, rope.linear_factor);
+        }
+        let positions: &mut [u32] = bytemuck::cast_slice_mut(core::mem::take(&mut buf.positions));
+        for (i, p) in positions.iter_mut().enumerate() {
+            *p = (i % seq) as u32;
+        }
+        positions
+    }
+
+    fn final_norm(&self) -> Norm {
+        Norm {
+            kind: NormKind::of(self.config.family),
+            weight: Param::Global(GlobalParam::FinalNorm),
+            bias: (self.config.family == Family::Gpt2)
+                .then_some(Param::Global(GlobalParam::FinalNormBias)),
+        }
+    }
+
+    fn head_param(&self) -> Param {
+        Param::Global(if self.config.tie_embeddings {
+            GlobalParam::Embed
+        } else {
+            GlobalParam::LmHead
+        })
+    }
+
+    /// `x = scale·embed[ids] (+ positions[t])`.
+    fn embed<T: GemmRhs>(&self, ctx: &Ctx<'_, T>, ids: &[u32], positions: &[u32], x: &mut [f32]) {
+        let (k, par, h) = (ctx.kernels, ctx.parallel, self.config.hidden);
+        let table = ctx.weights.matrix(&self.layout, Param::Global(GlobalParam::Embed));
+        k.embedding_forward(
+            table,
+            ids,
+            h,
+            self.config.embedding_scale(),
+            WriteMode::Overwrite,
+            x,
+            par,
+        );
+        if self.config.family == Family::Gpt2 {
+            let wpe = ctx.weights.matrix(&self.layout, Param::Global(GlobalParam::Positions));
+            k.embedding_forward(wpe, positions, h, 1.0, WriteMode::Accumulate, x, par);
+        }
+    }
+
+    fn embed_backward<T>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        grads: &mut Gradients<'_>,
+        ids: &[u32],
+        positions: &[u32],
+        dx: &[f32],
+    ) {
+        let (k, par, h) = (ctx.kernels, ctx.parallel, self.config.hidden);
+        if let Some(d_embed) = grads.param(&self.layout, Param::Global(GlobalParam::Embed)) {
+            k.embedding_backward(dx, ids, h, self.config.embedding_scale(), d_embed, par);
+        }
+        if let Some(d_wpe) = grads.param(&self.layout, Param::Global(GlobalParam::Positions)) {
+            k.embedding_backward(dx, positions, h, 1.0, d_wpe, par);
+        }
+    }
+
+    fn blocks_forward<T: GemmRhs>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        d: &Dims,
+        buf: &mut Buffers<'_>,
+        positions: &[u32],
+        checkpointing: bool,
+    ) {
+        let per = buf.saved_per_block;
+        let xlen = d.n * self.config.hidden;
+        for layer in 0..self.config.layers {
+            let rope = rope_of(&self.config, layer, buf.rope_global, buf.rope_local);
+            let (done, rest) = buf.saved.split_at_mut((layer + 1) * per);
+            let out =
+                if layer + 1 < self.config.layers { &mut rest[..xlen] } else { &mut *buf.x_final };
+            let this = &mut done[layer * per..];
+            if checkpointing {
+                buf.replay.x.copy_from_slice(this);
+                block::forward(
+                    ctx,
+                    d,
+                    layer,
+                    &mut buf.replay,
+                    out,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            } else {
+                let mut saved = Saved::carve(&mut Carver::new(this), d);
+                block::forward(
+                    ctx,
+                    d,
+                    layer,
+                    &mut saved,
+                    out,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            }
+        }
+    }
+
+    fn blocks_backward<T: GemmRhs>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        grads: &mut Gradients<'_>,
+        d: &Dims,
+        buf: &mut Buffers<'_>,
+        positions: &[u32],
+        checkpointing: bool,
+    ) {
+        let per = buf.saved_per_block;
+        for layer in (0..self.config.layers).rev() {
+            let rope = rope_of(&self.config, layer, buf.rope_global, buf.rope_local);
+            let this = &mut buf.saved[layer * per..(layer + 1) * per];
+            if checkpointing {
+                buf.replay.x.copy_from_slice(this);
+                block::forward(
+                    ctx,
+                    d,
+                    layer,
+                    &mut buf.replay,
+                    buf.replay_out,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+                block::backward(
+                    ctx,
+                    grads,
+                    d,
+                    layer,
+                    &mut buf.replay,
+                    buf.dx,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            } else {
+                let mut saved = Saved::carve(&mut Carver::new(this), d);
+                block::backward(
+                    ctx,
+                    grads,
+                    d,
+                    layer,
+                    &mut saved,
+                    buf.dx,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            }
+        }
+    }
+}
+
+/// Where the embedding writes: block 0's saved input.
+fn first_block_input<'b>(buf: &'b mut Buffers<'_>, len: usize) -> &'b mut [f32] {
+    &mut buf.saved[..len]
+}
+
+/// Floats kept per block: its whole [`Saved`], or only its input when checkpointing.
+fn saved_per_block(d: &Dims, purpose: Purpose) -> usize {
+    match purpose {
+        Purpose::Train { checkpointing: false } => {
+            let mut c = Carver::measuring();
+            Saved::carve(&mut c, d);
+            c.used()
+        }
+        Purpose::Train { checkpointing: true } => d.n * d.hidden,
+        Purpose::Logits => 0,
+    }
+}
+
+/// The RoPE table of `layer` (empty for GPT-2).
+fn rope_of<'t>(
+    config: &ModelConfig,
+    layer: usize,
+    global: &'t [f32],
+    local: &'t [f32],
+) -> &'t [f32] {
+    if config.is_sliding(layer) && config.rope_local.is_some() { local } else { global }
+}

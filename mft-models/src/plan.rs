@@ -1,0 +1,3 @@
+//! The memory plan (placeholder while the model compiles).
+/// Placeholder.
+pub struct MemoryPlan;

@@ -1,0 +1,263 @@
+//! Whole-model properties that need no reference: parameter counts of the published shapes,
+//! checkpointing changes nothing, a zero-B adapter changes nothing, bad input is refused, and
+//! 30 AdamW steps on one batch learn it.
+
+use mft_kernels::{AdamW, IGNORE_INDEX, Kernels, Sequential};
+use mft_models::rng::Counter;
+use mft_models::{
+    Adapters, Batch, Family, Gradients, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig,
+    Purpose, Rope, StepOptions, Weights,
+};
+
+/// A small config of each family, with GQA, a window shorter than the sequence and an untied
+/// head where the family allows it.
+fn tiny(family: Family) -> ModelConfig {
+    let mut c = match family {
+        Family::Gpt2 => ModelConfig::gpt2_with(32, 2, 4),
+        Family::Qwen2 => ModelConfig::qwen2_5_0_5b(),
+        Family::Gemma3 => ModelConfig::gemma3_270m(),
+    };
+    c.vocab = 96;
+    c.hidden = 32;
+    c.layers = 3;
+    c.max_positions = 64;
+    if family != Family::Gpt2 {
+        c.heads = 4;
+        c.kv_heads = 2;
+        c.head_dim = if family == Family::Gemma3 { 16 } else { 8 };
+        c.intermediate = 48;
+        c.attention_scale = 1.0 / (c.head_dim as f32).sqrt();
+        c.rope = Some(Rope { base: 10_000.0, linear_factor: 1.0 });
+    }
+    if family == Family::Qwen2 {
+        c.tie_embeddings = false;
+    }
+    if family == Family::Gemma3 {
+        c.sliding_window = Some(5);
+        c.sliding_layers = 0b101;
+    }
+    c
+}
+
+fn random(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let rng = Counter::new(seed, &[]);
+    (0..len).map(|i| (2.0 * rng.uniform(i as u64) - 1.0) * scale).collect()
+}
+
+struct Setup {
+    model: Model,
+    matrices: Vec<f32>,
+    vectors: Vec<f32>,
+    ids: Vec<u32>,
+    targets: Vec<i32>,
+    batch: usize,
+    seq: usize,
+}
+
+fn setup(family: Family, seed: u64) -> Setup {
+    let model = Model::new(tiny(family)).unwrap();
+    let layout = *model.layout();
+    let matrices = random(layout.matrix_len(), seed, 0.2);
+    let vectors: Vec<f32> =
+        random(layout.vector_len(), seed + 1, 0.1).iter().map(|v| 1.0 + v).collect();
+    let (batch, seq) = (2, 12);
+    let rng = Counter::new(seed + 2, &[]);
+    let ids: Vec<u32> = (0..batch * seq).map(|i| (rng.bits(i as u64) % 96) as u32).collect();
+    let mut targets: Vec<i32> = ids.iter().skip(1).map(|&i| i as i32).collect();
+    targets.push(IGNORE_INDEX);
+    targets[seq - 1] = IGNORE_INDEX;
+    targets[3] = IGNORE_INDEX;
+    Setup { model, matrices, vectors, ids, targets, batch, seq }
+}
+
+impl Setup {
+    fn batch(&self) -> Batch<'_> {
+        Batch { input_ids: &self.ids, targets: &self.targets, batch: self.batch, seq: self.seq }
+    }
+
+    fn weights(&self) -> Weights<'_, f32> {
+        Weights { matrices: &self.matrices, vectors: &self.vectors }
+    }
+
+    /// Loss and full gradients.
+    fn full_step(&self, checkpointing: bool) -> (f32, Vec<f32>, Vec<f32>) {
+        let k = Kernels::best();
+        let layout = self.model.layout();
+        let mut gm = vec![0.0; layout.matrix_len()];
+        let mut gv = vec![0.0; layout.vector_len()];
+        let purpose = Purpose::Train { checkpointing };
+        let len = self.model.workspace_len(&k, None, self.batch, self.seq, purpose, 1);
+        let mut ws = vec![f32::NAN; len];
+        let grads = Gradients::Full { matrices: &mut gm, vectors: &mut gv };
+        let options = StepOptions { checkpointing, dropout_seed: 0 };
+        let loss = self
+            .model
+            .train_step(
+                &k,
+                self.weights(),
+                None,
+                grads,
+                &self.batch(),
+                options,
+                &mut ws,
+                &Sequential,
+            )
+            .unwrap();
+        (loss.loss, gm, gv)
+    }
+}
+
+#[test]
+fn published_shapes_have_their_published_parameter_counts() {
+    for (name, expected) in [
+        ("gpt2", 124_439_808),
+        ("gpt2-medium", 354_823_168),
+        ("qwen2.5-0.5b", 494_032_768),
+        ("gemma3-270m", 268_098_176),
+        ("gemma3-1b", 999_885_952),
+    ] {
+        let model = Model::new(ModelConfig::preset(name).unwrap()).unwrap();
+        assert_eq!(model.layout().numel(), expected, "{name}");
+    }
+}
+
+#[test]
+fn checkpointing_gives_the_same_loss_and_gradients() {
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let s = setup(family, 7);
+        let (loss, gm, gv) = s.full_step(false);
+        let (loss_c, gm_c, gv_c) = s.full_step(true);
+        assert!(loss.is_finite() && loss > 0.0, "{family:?}: loss {loss}");
+        assert_eq!(loss, loss_c, "{family:?}");
+        assert_eq!(gm, gm_c, "{family:?} matrix gradients");
+        assert_eq!(gv, gv_c, "{family:?} vector gradients");
+        assert!(gm.iter().any(|&g| g != 0.0) && gv.iter().all(|g| g.is_finite()));
+    }
+}
+
+#[test]
+fn thirty_adamw_steps_learn_one_batch() {
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let mut s = setup(family, 11);
+        let k = Kernels::best();
+        let n = s.model.layout().numel();
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        let hyper = AdamW { lr: 1e-2, weight_decay: 0.0, ..AdamW::default() };
+        let mut losses = Vec::new();
+        for step in 1..=30 {
+            let (loss, gm, gv) = s.full_step(false);
+            losses.push(loss);
+            let split = s.matrices.len();
+            k.adamw_step(
+                &hyper,
+                step,
+                &mut s.matrices,
+                &gm,
+                &mut m[..split],
+                &mut v[..split],
+                &Sequential,
+            );
+            k.adamw_step(
+                &hyper,
+                step,
+                &mut s.vectors,
+                &gv,
+                &mut m[split..],
+                &mut v[split..],
+                &Sequential,
+            );
+        }
+        let last = s.full_step(false).0;
+        assert!(
+            last < 0.2 * losses[0],
+            "{family:?}: loss went {} → {last} ({losses:?})",
+            losses[0]
+        );
+    }
+}
+
+#[test]
+fn zero_b_adapters_leave_the_loss_unchanged() {
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let s = setup(family, 3);
+        let k = Kernels::best();
+        let names: &[&str] = if family == Family::Gpt2 {
+            &["c_attn", "c_proj", "c_fc"]
+        } else {
+            &["q_proj", "v_proj", "down_proj", "gate_proj"]
+        };
+        let lora = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            rslora: false,
+            targets: LoraTargets::from_module_names(family, names.iter().copied()).unwrap(),
+        };
+        let layout = LoraLayout::new(s.model.config(), &lora);
+        let mut adapters = vec![0.0; layout.len()];
+        layout.init(5, &mut adapters);
+        let mut grads = vec![0.0; layout.len()];
+        let len = s.model.workspace_len(
+            &k,
+            Some(&layout),
+            s.batch,
+            s.seq,
+            Purpose::Train { checkpointing: false },
+            1,
+        );
+        let mut ws = vec![0.0; len];
+        let a = Adapters { layout: &layout, weights: &adapters };
+        let loss = s
+            .model
+            .train_step(
+                &k,
+                s.weights(),
+                Some(a),
+                Gradients::Lora(&mut grads),
+                &s.batch(),
+                StepOptions::default(),
+                &mut ws,
+                &Sequential,
+            )
+            .unwrap();
+        let (base, _, _) = s.full_step(false);
+        assert!((loss.loss - base).abs() <= 1e-6 * base, "{family:?}: {} vs {base}", loss.loss);
+        // With B = 0 only the B gradients are non-zero.
+        for (layer, param, is_b) in layout.tensors() {
+            let g = &grads[layout.range(layer, param, is_b)];
+            assert_eq!(
+                g.iter().any(|&x| x != 0.0),
+                is_b,
+                "{family:?} layer {layer} {param:?} B={is_b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_short_workspace_is_refused() {
+    let s = setup(Family::Gpt2, 1);
+    let k = Kernels::best();
+    let layout = s.model.layout();
+    let (mut gm, mut gv) = (vec![0.0; layout.matrix_len()], vec![0.0; layout.vector_len()]);
+    let len =
+        s.model.workspace_len(&k, None, s.batch, s.seq, Purpose::Train { checkpointing: false }, 1);
+    let mut ws = vec![0.0; len - 1];
+    let err = s
+        .model
+        .train_step(
+            &k,
+            s.weights(),
+            None,
+            Gradients::Full { matrices: &mut gm, vectors: &mut gv },
+            &s.batch(),
+            StepOptions::default(),
+            &mut ws,
+            &Sequential,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("workspace holds {} elements, the memory plan needs {len}", len - 1)
+    );
+}
