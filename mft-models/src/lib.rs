@@ -27,7 +27,7 @@ pub use lora::{LoraConfig, LoraLayout, LoraTargets};
 pub use model::{Batch, Model, Purpose, StepOptions, WorkspaceSizes, shift_labels};
 pub use ops::{Adapters, Gradients};
 pub use params::{GlobalParam, LayerParam, Param, ParamLayout, Weights};
-pub use plan::MemoryPlan;
+pub use plan::{MemoryPlan, Mode};
 
 pub use mft_core;
 pub use mft_kernels;

@@ -14,6 +14,7 @@ use crate::config::{Family, ModelConfig};
 use crate::error::{Error, Result};
 use crate::params::{LAYER_PARAMS, LayerParam};
 use crate::rng::Counter;
+use mft_kernels::{Parallel, SharedSlice, for_each_range};
 
 /// A set of projections carrying adapters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -255,38 +256,66 @@ impl fmt::Display for AdapterName {
     }
 }
 
-/// The inverted-dropout mask of one projection input in one step: element `i` is kept (and
-/// scaled by `1/(1 − p)`) unless its uniform draw falls below `p`. Regenerated in backward.
+/// The inverted-dropout mask of one projection input in one step: element `i` is dropped when
+/// its 16-bit draw falls below `p·65536` (so `p` is honoured to 1/65536), and kept elements are
+/// scaled by `1/(1 − p)`. One 64-bit hash gives the draws of four consecutive elements. The mask
+/// is regenerated in backward rather than stored.
 #[derive(Debug, Clone, Copy)]
 pub struct DropoutMask {
     rng: Counter,
-    p: f32,
+    threshold: u32,
     scale: f32,
 }
+
+/// Elements below this many are not worth splitting across threads.
+const MIN_ELEMENTS_PER_TASK: usize = 1 << 14;
 
 impl DropoutMask {
     /// The mask for `seed` (per step), block `layer`, projection `param`.
     pub fn new(p: f32, seed: u64, layer: usize, param: LayerParam) -> DropoutMask {
         DropoutMask {
             rng: Counter::new(seed, &[layer as u64, param as u64, 0x64726f70]),
-            p,
+            threshold: (p * 65536.0) as u32,
             scale: 1.0 / (1.0 - p),
         }
     }
 
-    /// `out[i] = mask(i)·x[i]`.
-    pub fn apply(&self, x: &[f32], out: &mut [f32]) {
-        for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-            *o = if self.rng.uniform(i as u64) < self.p { 0.0 } else { v * self.scale };
+    /// Calls `f(i, factor)` for every `i` in `range`, `factor` being 0 or `1/(1 − p)`.
+    #[inline(always)]
+    fn for_each(&self, range: core::ops::Range<usize>, mut f: impl FnMut(usize, f32)) {
+        let mut i = range.start;
+        while i < range.end {
+            let draws = self.rng.bits((i / 4) as u64);
+            let group_end = ((i / 4 + 1) * 4).min(range.end);
+            for j in i..group_end {
+                let draw = (draws >> (16 * (j % 4))) as u32 & 0xffff;
+                f(j, if draw < self.threshold { 0.0 } else { self.scale });
+            }
+            i = group_end;
         }
     }
 
+    /// `out[i] = mask(i)·x[i]`.
+    pub fn apply(&self, x: &[f32], out: &mut [f32], parallel: &dyn Parallel) {
+        assert_eq!(x.len(), out.len(), "dropout: input and output differ in length");
+        let out = SharedSlice::new(out);
+        for_each_range(parallel, x.len(), MIN_ELEMENTS_PER_TASK, |range| {
+            // SAFETY: the ranges of one run are disjoint.
+            let part = unsafe { out.part(range.clone()) };
+            let start = range.start;
+            self.for_each(range, |i, factor| part[i - start] = x[i] * factor);
+        });
+    }
+
     /// `acc[i] += mask(i)·g[i]`: the backward of [`DropoutMask::apply`].
-    pub fn accumulate(&self, g: &[f32], acc: &mut [f32]) {
-        for (i, (a, &v)) in acc.iter_mut().zip(g).enumerate() {
-            if self.rng.uniform(i as u64) >= self.p {
-                *a += v * self.scale;
-            }
-        }
+    pub fn accumulate(&self, g: &[f32], acc: &mut [f32], parallel: &dyn Parallel) {
+        assert_eq!(g.len(), acc.len(), "dropout: gradient and accumulator differ in length");
+        let acc = SharedSlice::new(acc);
+        for_each_range(parallel, g.len(), MIN_ELEMENTS_PER_TASK, |range| {
+            // SAFETY: the ranges of one run are disjoint.
+            let part = unsafe { acc.part(range.clone()) };
+            let start = range.start;
+            self.for_each(range, |i, factor| part[i - start] += g[i] * factor);
+        });
     }
 }

@@ -224,7 +224,7 @@ impl Proj {
         match ctx.dropout_seed {
             Some(seed) if p > 0.0 => {
                 let dropped = &mut dropped[..x.len()];
-                DropoutMask::new(p, seed, self.layer, self.param).apply(x, dropped);
+                DropoutMask::new(p, seed, self.layer, self.param).apply(x, dropped, ctx.parallel);
                 dropped
             }
             _ => x,
@@ -358,7 +358,7 @@ impl Proj {
                     par,
                 );
                 let mask = DropoutMask::new(p, seed, self.layer, self.param);
-                mask.accumulate(through, dx);
+                mask.accumulate(through, dx, ctx.parallel);
             }
             _ => {
                 k.gemm().run(

@@ -1,0 +1,280 @@
+//! Whole training steps at real model shapes, with random weights (nothing is downloaded):
+//! `cargo xtask bench train --model gpt2 --mode lora` (or `cargo bench -p mft-benches --bench
+//! train -- …`). One step is what `scripts/torch_step.py` times for PyTorch: forward, backward,
+//! the AdamW update of every trainable tensor, and zeroing the gradients.
+//!
+//! Flags: `--model gpt2|gpt2-medium|qwen2.5-0.5b|gemma3-270m|gemma3-1b`, `--mode lora|full`,
+//! `--batch 4`, `--seq 128`, `--threads 2`, `--steps 8` (timed, after `--warmup 2`),
+//! `--frozen f32|bf16|f16` (LoRA: the dtype of the frozen weights), `--rank 8`, `--targets
+//! c_attn,c_proj` (default: GPT-2 `c_attn,c_proj`, others `q_proj,k_proj,v_proj,o_proj`),
+//! `--checkpointing`, `--json` (one JSON object: `median_step_s`, `min_step_s`,
+//! `tokens_per_s`, `peak_rss_bytes`, and the settings).
+
+use std::time::Instant;
+
+use mft_kernels::{AdamW, GemmRhs, Kernels, bf16, f16};
+use mft_models::rng::Counter;
+use mft_models::{
+    Adapters, Batch, Family, Gradients, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig,
+    Purpose, StepOptions, Weights,
+};
+use mft_std::ThreadPool;
+
+/// The settings of a run, from the command line.
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    lora: bool,
+    batch: usize,
+    seq: usize,
+    threads: usize,
+    steps: usize,
+    warmup: usize,
+    frozen: String,
+    rank: usize,
+    targets: Option<String>,
+    checkpointing: bool,
+    json: bool,
+}
+
+fn parse_args() -> Result<Settings, String> {
+    let mut s = Settings {
+        model: "gpt2".into(),
+        lora: true,
+        batch: 4,
+        seq: 128,
+        threads: 2,
+        steps: 8,
+        warmup: 2,
+        frozen: "f32".into(),
+        rank: 8,
+        targets: None,
+        checkpointing: false,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let number = |name: &str, v: String| {
+            v.parse::<usize>().ok().filter(|&n| n > 0).ok_or(format!("{name}: `{v}` is not a positive integer"))
+        };
+        match arg.as_str() {
+            "--model" => s.model = value("--model")?,
+            "--mode" => {
+                s.lora = match value("--mode")?.as_str() {
+                    "lora" => true,
+                    "full" => false,
+                    other => return Err(format!("--mode: `{other}` is neither lora nor full")),
+                }
+            }
+            "--batch" => s.batch = number("--batch", value("--batch")?)?,
+            "--seq" => s.seq = number("--seq", value("--seq")?)?,
+            "--threads" => s.threads = number("--threads", value("--threads")?)?,
+            "--steps" => s.steps = number("--steps", value("--steps")?)?,
+            "--warmup" => s.warmup = value("--warmup")?.parse().map_err(|_| "--warmup: not a number")?,
+            "--frozen" => s.frozen = value("--frozen")?,
+            "--rank" => s.rank = number("--rank", value("--rank")?)?,
+            "--targets" => s.targets = Some(value("--targets")?),
+            "--checkpointing" => s.checkpointing = true,
+            "--json" => s.json = true,
+            // cargo bench passes --bench to harness-less targets.
+            "--bench" => {}
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(s)
+}
+
+/// `len` values uniform in `[-scale, scale)`, filled in parallel chunks.
+fn random_values<T: GemmRhs + Send>(len: usize, seed: u64, scale: f32, offset: f32) -> Vec<T> {
+    let rng = Counter::new(seed, &[]);
+    let mut out = vec![T::default(); len];
+    std::thread::scope(|scope| {
+        let chunk = len.div_ceil(4).max(1);
+        for (c, part) in out.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                for (i, v) in part.iter_mut().enumerate() {
+                    let x = (2.0 * rng.uniform((c * chunk + i) as u64) - 1.0) * scale + offset;
+                    *v = T::from_f32(x);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// The process's peak resident set (VmHWM), in bytes.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+}
+
+/// What every run needs: the model, its batch and workspace, and the threads.
+struct Bench {
+    model: Model,
+    kernels: Kernels,
+    pool: ThreadPool,
+    ids: Vec<u32>,
+    targets: Vec<i32>,
+    workspace: Vec<f32>,
+    options: StepOptions,
+    hyper: AdamW,
+}
+
+impl Bench {
+    fn new(s: &Settings, config: ModelConfig, lora: Option<&LoraLayout>) -> Result<Bench, String> {
+        let model = Model::new(config).map_err(|e| e.to_string())?;
+        let kernels = Kernels::best();
+        let pool = ThreadPool::new(s.threads).map_err(|e| e.to_string())?;
+        let rng = Counter::new(3, &[]);
+        let n = s.batch * s.seq;
+        let ids: Vec<u32> = (0..n).map(|i| (rng.bits(i as u64) % config.vocab as u64) as u32).collect();
+        let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        let mut targets = vec![0; n];
+        mft_models::shift_labels(&labels, s.seq, &mut targets);
+        let purpose = Purpose::Train { checkpointing: s.checkpointing };
+        let len = model.workspace_len(&kernels, lora, s.batch, s.seq, purpose, s.threads);
+        Ok(Bench {
+            model,
+            kernels,
+            pool,
+            ids,
+            targets,
+            workspace: vec![0.0; len],
+            options: StepOptions { checkpointing: s.checkpointing, dropout_seed: 0 },
+            hyper: AdamW { lr: 1e-4, ..AdamW::default() },
+        })
+    }
+}
+
+/// Times `step` (`warmup` untimed calls, then `steps` timed ones) and prints the result.
+fn measure(s: &Settings, mut step: impl FnMut(u64) -> f32) {
+    let mut times = Vec::new();
+    for i in 0..s.warmup + s.steps {
+        let start = Instant::now();
+        let loss = step(i as u64 + 1);
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("step {:>2}/{}: {secs:.3} s, loss {loss:.4}{}", i + 1, s.warmup + s.steps, if i < s.warmup { " (warm-up)" } else { "" });
+        if i >= s.warmup {
+            times.push(secs);
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_s = median(&sorted);
+    let tokens_per_s = (s.batch * s.seq) as f64 / median_s;
+    let rss = peak_rss_bytes();
+    let mode = if s.lora { "lora" } else { "full" };
+    if s.json {
+        let doc = serde_json::json!({
+            "implementation": "mft",
+            "model": s.model, "mode": mode, "batch": s.batch, "seq": s.seq, "threads": s.threads,
+            "steps": s.steps, "frozen_dtype": if s.lora { s.frozen.as_str() } else { "f32" },
+            "checkpointing": s.checkpointing, "rank": s.rank,
+            "median_step_s": median_s, "min_step_s": sorted[0], "tokens_per_s": tokens_per_s,
+            "peak_rss_bytes": rss, "step_s": times,
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "mft {} {mode} batch {}×{} on {} threads{}: median {median_s:.3} s, min {:.3} s, {tokens_per_s:.0} tokens/s, peak RSS {:.0} MB",
+            s.model, s.batch, s.seq, s.threads, if s.checkpointing { ", checkpointing" } else { "" }, sorted[0], rss as f64 / 1e6
+        );
+    }
+}
+
+/// LoRA: frozen weights in `T`, adapters and their AdamW state in f32.
+fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), String> {
+    let names = s.targets.clone().unwrap_or_else(|| match config.family {
+        Family::Gpt2 => "c_attn,c_proj".into(),
+        _ => "q_proj,k_proj,v_proj,o_proj".into(),
+    });
+    let targets = LoraTargets::from_module_names(config.family, names.split(','))
+        .map_err(|e| format!("--targets {names}: {e}"))?;
+    let lora = LoraConfig { rank: s.rank, alpha: 2.0 * s.rank as f32, dropout: 0.05, rslora: false, targets };
+    let layout = LoraLayout::new(&config, &lora);
+    let mut bench = Bench::new(s, config, Some(&layout))?;
+    let params = *bench.model.layout();
+    let matrices: Vec<T> = random_values(params.matrix_len(), 1, 0.02, 0.0);
+    let vectors: Vec<f32> = random_values(params.vector_len(), 2, 0.02, 1.0);
+    let mut adapters = vec![0.0; layout.len()];
+    layout.init(4, &mut adapters);
+    let (mut grads, mut m, mut v) = (vec![0.0; layout.len()], vec![0.0; layout.len()], vec![0.0; layout.len()]);
+    measure(s, |step| {
+        grads.fill(0.0);
+        let b = &mut bench;
+        let weights = Weights { matrices: &matrices, vectors: &vectors };
+        let a = Adapters { layout: &layout, weights: &adapters };
+        let options = StepOptions { dropout_seed: step, ..b.options };
+        let batch = Batch { input_ids: &b.ids, targets: &b.targets, batch: s.batch, seq: s.seq };
+        let loss = b
+            .model
+            .train_step(&b.kernels, weights, Some(a), Gradients::Lora(&mut grads), &batch, options, &mut b.workspace, &b.pool)
+            .expect("the step runs");
+        b.kernels.adamw_step(&b.hyper, step, &mut adapters, &grads, &mut m, &mut v, &b.pool);
+        loss.loss
+    });
+    Ok(())
+}
+
+/// Full fine-tuning: every parameter in f32, with gradients and AdamW moments.
+fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
+    let mut bench = Bench::new(s, config, None)?;
+    let params = *bench.model.layout();
+    let mut matrices: Vec<f32> = random_values(params.matrix_len(), 1, 0.02, 0.0);
+    let mut vectors: Vec<f32> = random_values(params.vector_len(), 2, 0.02, 1.0);
+    let zeros = |n| vec![0.0f32; n];
+    let (mut gm, mut gv) = (zeros(params.matrix_len()), zeros(params.vector_len()));
+    let (mut mm, mut vm) = (zeros(params.matrix_len()), zeros(params.matrix_len()));
+    let (mut mv, mut vv) = (zeros(params.vector_len()), zeros(params.vector_len()));
+    measure(s, |step| {
+        gm.fill(0.0);
+        gv.fill(0.0);
+        let b = &mut bench;
+        let batch = Batch { input_ids: &b.ids, targets: &b.targets, batch: s.batch, seq: s.seq };
+        let grads = Gradients::Full { matrices: &mut gm, vectors: &mut gv };
+        let weights = Weights { matrices: &matrices, vectors: &vectors };
+        let loss = b
+            .model
+            .train_step(&b.kernels, weights, None, grads, &batch, b.options, &mut b.workspace, &b.pool)
+            .expect("the step runs");
+        b.kernels.adamw_step(&b.hyper, step, &mut matrices, &gm, &mut mm, &mut vm, &b.pool);
+        b.kernels.adamw_step(&b.hyper, step, &mut vectors, &gv, &mut mv, &mut vv, &b.pool);
+        loss.loss
+    });
+    Ok(())
+}
+
+fn main() {
+    let settings = match parse_args() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("train bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let Some(config) = ModelConfig::preset(&settings.model) else {
+        eprintln!("train bench: unknown --model `{}` (gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b)", settings.model);
+        std::process::exit(2);
+    };
+    let result = match (settings.lora, settings.frozen.as_str()) {
+        (false, _) => run_full(&settings, config),
+        (true, "f32") => run_lora::<f32>(&settings, config),
+        (true, "bf16") => run_lora::<bf16>(&settings, config),
+        (true, "f16") => run_lora::<f16>(&settings, config),
+        (true, other) => Err(format!("--frozen: `{other}` is not f32, bf16 or f16")),
+    };
+    if let Err(e) = result {
+        eprintln!("train bench: {e}");
+        std::process::exit(1);
+    }
+}
