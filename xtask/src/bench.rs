@@ -24,6 +24,7 @@ pub fn cargo_args(bench: &Bench) -> Vec<String> {
         let list: Vec<String> = threads.iter().map(usize::to_string).collect();
         args.extend(["--threads".into(), list.join(",")]);
     }
+    args.extend(bench.extra.iter().cloned());
     args
 }
 
@@ -54,12 +55,30 @@ mod tests {
             json: true,
             quick: true,
             threads: Some(vec![1, 2]),
+            extra: vec![],
         };
         assert_eq!(
             cargo_args(&bench).join(" "),
             "bench -p mft-benches --bench kernels -- --json --quick --threads 1,2"
         );
-        let plain = Bench { suite: BenchSuite::Kernels, json: false, quick: false, threads: None };
+        let plain = Bench {
+            suite: BenchSuite::Kernels,
+            json: false,
+            quick: false,
+            threads: None,
+            extra: vec![],
+        };
         assert_eq!(cargo_args(&plain).join(" "), "bench -p mft-benches --bench kernels --");
+        let train = Bench {
+            suite: BenchSuite::Train,
+            json: true,
+            quick: false,
+            threads: None,
+            extra: vec!["--model".into(), "gpt2".into(), "--threads".into(), "2".into()],
+        };
+        assert_eq!(
+            cargo_args(&train).join(" "),
+            "bench -p mft-benches --bench train -- --json --model gpt2 --threads 2"
+        );
     }
 }

@@ -21,6 +21,13 @@ commands:
                            then attention and the fused LM-head loss against our GEMM
                            (minutes); --json: every number as JSON on stdout; --quick: fewer
                            runs, no LM-head shapes; --threads: thread counts (default 1,2)
+  bench train [--model gpt2] [--mode lora|full] [--batch 4] [--seq 128] [--threads 2]
+              [--steps 8] [--warmup 2] [--frozen f32|bf16|f16] [--rank 8]
+              [--targets c_attn,c_proj] [--checkpointing] [--json]
+                           whole training steps at real shapes with random weights (models:
+                           gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b): median
+                           and min step time, tokens/s, peak RSS; compare with
+                           scripts/torch_step.py (same flags) in the same session
   help                     this text
 
 Arguments after `--` go to the test binaries (a name filter, --nocapture, ...).";
@@ -45,6 +52,8 @@ pub struct Bench {
     pub quick: bool,
     /// Thread counts to measure; `None`: the suite's default.
     pub threads: Option<Vec<usize>>,
+    /// Flags passed to the bench binary as they are (the train suite validates its own).
+    pub extra: Vec<String>,
 }
 
 /// A benchmark suite `cargo xtask bench` runs.
@@ -52,15 +61,18 @@ pub struct Bench {
 pub enum BenchSuite {
     /// GEMM against its peers and the FMA peak: `benches/benches/kernels.rs`.
     Kernels,
+    /// Whole training steps at real model shapes: `benches/benches/train.rs`.
+    Train,
 }
 
 impl BenchSuite {
-    pub const ALL: [BenchSuite; 1] = [BenchSuite::Kernels];
+    pub const ALL: [BenchSuite; 2] = [BenchSuite::Kernels, BenchSuite::Train];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             BenchSuite::Kernels => "kernels",
+            BenchSuite::Train => "train",
         }
     }
 
@@ -70,6 +82,9 @@ impl BenchSuite {
             BenchSuite::Kernels => {
                 "GEMM against gemm, matrixmultiply, faer and the FMA peak, side by side"
             }
+            BenchSuite::Train => {
+                "training steps at real model shapes: step time, tokens/s, peak RSS"
+            }
         }
     }
 
@@ -77,6 +92,7 @@ impl BenchSuite {
     pub fn bench_target(self) -> &'static str {
         match self {
             BenchSuite::Kernels => "kernels",
+            BenchSuite::Train => "train",
         }
     }
 
@@ -180,7 +196,13 @@ fn parse_bench(rest: &[String], passthrough: &[String]) -> Result<Command, Strin
     let suite = BenchSuite::ALL.into_iter().find(|s| s.name() == suite).ok_or_else(|| {
         format!("unknown bench suite `{suite}`; the suites are:{}", BenchSuite::list())
     })?;
-    let mut bench = Bench { suite, json: false, quick: false, threads: None };
+    let mut bench = Bench { suite, json: false, quick: false, threads: None, extra: Vec::new() };
+    if suite == BenchSuite::Train {
+        // The train bench parses its own flags and names any it does not know.
+        bench.json = flags.iter().any(|f| f == "--json");
+        bench.extra = flags.iter().filter(|f| *f != "--json").cloned().collect();
+        return Ok(Command::Bench(bench));
+    }
     // A later `--device cpu|cuda` (where the suite runs) is parsed here too.
     let mut i = 0;
     while i < flags.len() {
@@ -314,7 +336,8 @@ mod tests {
                 suite: BenchSuite::Kernels,
                 json: false,
                 quick: false,
-                threads: None
+                threads: None,
+                extra: vec![],
             })
         );
         assert_eq!(
@@ -323,7 +346,8 @@ mod tests {
                 suite: BenchSuite::Kernels,
                 json: true,
                 quick: true,
-                threads: Some(vec![1, 2])
+                threads: Some(vec![1, 2]),
+                extra: vec![],
             })
         );
         assert_eq!(
@@ -332,7 +356,8 @@ mod tests {
                 suite: BenchSuite::Kernels,
                 json: false,
                 quick: false,
-                threads: Some(vec![2])
+                threads: Some(vec![2]),
+                extra: vec![],
             })
         );
     }
@@ -349,5 +374,17 @@ mod tests {
         assert!(parse_str("bench kernels --threads 1,x").unwrap_err().contains("`x`"));
         assert!(parse_str("bench kernels --json=yes").unwrap_err().contains("--json=yes"));
         assert!(parse_str("bench kernels -- extra").unwrap_err().contains("extra"));
+    }
+
+    #[test]
+    fn bench_train_hands_its_flags_to_the_bench() {
+        let Command::Bench(bench) =
+            parse_str("bench train --model gpt2 --json --mode lora").unwrap()
+        else {
+            panic!("not a bench");
+        };
+        assert_eq!(bench.suite, BenchSuite::Train);
+        assert!(bench.json);
+        assert_eq!(bench.extra, ["--model", "gpt2", "--mode", "lora"]);
     }
 }
