@@ -187,7 +187,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     model = build(args.model, args.mode, targets, args.attn, args.model_dropout)
-    assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == args.attn
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())

@@ -56,7 +56,10 @@ fn parse_args() -> Result<Settings, String> {
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         let number = |name: &str, v: String| {
-            v.parse::<usize>().ok().filter(|&n| n > 0).ok_or(format!("{name}: `{v}` is not a positive integer"))
+            v.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(format!("{name}: `{v}` is not a positive integer"))
         };
         match arg.as_str() {
             "--model" => s.model = value("--model")?,
@@ -71,7 +74,9 @@ fn parse_args() -> Result<Settings, String> {
             "--seq" => s.seq = number("--seq", value("--seq")?)?,
             "--threads" => s.threads = number("--threads", value("--threads")?)?,
             "--steps" => s.steps = number("--steps", value("--steps")?)?,
-            "--warmup" => s.warmup = value("--warmup")?.parse().map_err(|_| "--warmup: not a number")?,
+            "--warmup" => {
+                s.warmup = value("--warmup")?.parse().map_err(|_| "--warmup: not a number")?
+            }
             "--frozen" => s.frozen = value("--frozen")?,
             "--rank" => s.rank = number("--rank", value("--rank")?)?,
             "--targets" => s.targets = Some(value("--targets")?),
@@ -137,7 +142,8 @@ impl Bench {
         let pool = ThreadPool::new(s.threads).map_err(|e| e.to_string())?;
         let rng = Counter::new(3, &[]);
         let n = s.batch * s.seq;
-        let ids: Vec<u32> = (0..n).map(|i| (rng.bits(i as u64) % config.vocab as u64) as u32).collect();
+        let ids: Vec<u32> =
+            (0..n).map(|i| (rng.bits(i as u64) % config.vocab as u64) as u32).collect();
         let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
         let mut targets = vec![0; n];
         mft_models::shift_labels(&labels, s.seq, &mut targets);
@@ -163,7 +169,12 @@ fn measure(s: &Settings, mut step: impl FnMut(u64) -> f32) {
         let start = Instant::now();
         let loss = step(i as u64 + 1);
         let secs = start.elapsed().as_secs_f64();
-        eprintln!("step {:>2}/{}: {secs:.3} s, loss {loss:.4}{}", i + 1, s.warmup + s.steps, if i < s.warmup { " (warm-up)" } else { "" });
+        eprintln!(
+            "step {:>2}/{}: {secs:.3} s, loss {loss:.4}{}",
+            i + 1,
+            s.warmup + s.steps,
+            if i < s.warmup { " (warm-up)" } else { "" }
+        );
         if i >= s.warmup {
             times.push(secs);
         }
@@ -187,7 +198,13 @@ fn measure(s: &Settings, mut step: impl FnMut(u64) -> f32) {
     } else {
         println!(
             "mft {} {mode} batch {}×{} on {} threads{}: median {median_s:.3} s, min {:.3} s, {tokens_per_s:.0} tokens/s, peak RSS {:.0} MB",
-            s.model, s.batch, s.seq, s.threads, if s.checkpointing { ", checkpointing" } else { "" }, sorted[0], rss as f64 / 1e6
+            s.model,
+            s.batch,
+            s.seq,
+            s.threads,
+            if s.checkpointing { ", checkpointing" } else { "" },
+            sorted[0],
+            rss as f64 / 1e6
         );
     }
 }
@@ -200,7 +217,13 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
     });
     let targets = LoraTargets::from_module_names(config.family, names.split(','))
         .map_err(|e| format!("--targets {names}: {e}"))?;
-    let lora = LoraConfig { rank: s.rank, alpha: 2.0 * s.rank as f32, dropout: 0.05, rslora: false, targets };
+    let lora = LoraConfig {
+        rank: s.rank,
+        alpha: 2.0 * s.rank as f32,
+        dropout: 0.05,
+        rslora: false,
+        targets,
+    };
     let layout = LoraLayout::new(&config, &lora);
     let mut bench = Bench::new(s, config, Some(&layout))?;
     let params = *bench.model.layout();
@@ -208,7 +231,8 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
     let vectors: Vec<f32> = random_values(params.vector_len(), 2, 0.02, 1.0);
     let mut adapters = vec![0.0; layout.len()];
     layout.init(4, &mut adapters);
-    let (mut grads, mut m, mut v) = (vec![0.0; layout.len()], vec![0.0; layout.len()], vec![0.0; layout.len()]);
+    let (mut grads, mut m, mut v) =
+        (vec![0.0; layout.len()], vec![0.0; layout.len()], vec![0.0; layout.len()]);
     measure(s, |step| {
         grads.fill(0.0);
         let b = &mut bench;
@@ -218,7 +242,16 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
         let batch = Batch { input_ids: &b.ids, targets: &b.targets, batch: s.batch, seq: s.seq };
         let loss = b
             .model
-            .train_step(&b.kernels, weights, Some(a), Gradients::Lora(&mut grads), &batch, options, &mut b.workspace, &b.pool)
+            .train_step(
+                &b.kernels,
+                weights,
+                Some(a),
+                Gradients::Lora(&mut grads),
+                &batch,
+                options,
+                &mut b.workspace,
+                &b.pool,
+            )
             .expect("the step runs");
         b.kernels.adamw_step(&b.hyper, step, &mut adapters, &grads, &mut m, &mut v, &b.pool);
         loss.loss
@@ -245,7 +278,16 @@ fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
         let weights = Weights { matrices: &matrices, vectors: &vectors };
         let loss = b
             .model
-            .train_step(&b.kernels, weights, None, grads, &batch, b.options, &mut b.workspace, &b.pool)
+            .train_step(
+                &b.kernels,
+                weights,
+                None,
+                grads,
+                &batch,
+                b.options,
+                &mut b.workspace,
+                &b.pool,
+            )
             .expect("the step runs");
         b.kernels.adamw_step(&b.hyper, step, &mut matrices, &gm, &mut mm, &mut vm, &b.pool);
         b.kernels.adamw_step(&b.hyper, step, &mut vectors, &gv, &mut mv, &mut vv, &b.pool);
@@ -263,7 +305,10 @@ fn main() {
         }
     };
     let Some(config) = ModelConfig::preset(&settings.model) else {
-        eprintln!("train bench: unknown --model `{}` (gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b)", settings.model);
+        eprintln!(
+            "train bench: unknown --model `{}` (gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b)",
+            settings.model
+        );
         std::process::exit(2);
     };
     let result = match (settings.lora, settings.frozen.as_str()) {

@@ -87,6 +87,9 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Bit `l` set: layer `l` uses the sliding window (Gemma's `layer_types`).
     pub sliding_layers: u128,
+    /// The token whose embedding row gets no gradient from the input side (`pad_token_id`,
+    /// which Qwen 2 and Gemma 3 pass to `nn.Embedding` as `padding_idx`).
+    pub padding_idx: Option<u32>,
 }
 
 impl ModelConfig {
@@ -207,6 +210,7 @@ impl ModelConfig {
             rope_local: None,
             sliding_window: None,
             sliding_layers: 0,
+            padding_idx: None,
         }
     }
 
@@ -239,6 +243,7 @@ impl ModelConfig {
             rope_local: None,
             sliding_window: None,
             sliding_layers: 0,
+            padding_idx: None,
         }
     }
 
@@ -262,6 +267,7 @@ impl ModelConfig {
             rope_local: Some(Rope { base: 10_000.0, linear_factor: 1.0 }),
             sliding_window: Some(512),
             sliding_layers: sliding_pattern(layers, 6),
+            padding_idx: Some(0),
         }
     }
 

@@ -507,10 +507,17 @@ impl Model {
         grads: &mut Gradients<'_>,
         ids: &[u32],
         positions: &[u32],
-        dx: &[f32],
+        dx: &mut [f32],
     ) {
         let (k, par, h) = (ctx.kernels, ctx.parallel, self.config.hidden);
         if let Some(d_embed) = grads.param(&self.layout, Param::Global(GlobalParam::Embed)) {
+            // nn.Embedding's padding_idx: the padding row takes nothing from the input side
+            // (a tied head's gradient, already in it, stays). `dx` is not read after this.
+            if let Some(pad) = self.config.padding_idx {
+                for (row, _) in dx.chunks_exact_mut(h).zip(ids).filter(|(_, id)| **id == pad) {
+                    row.fill(0.0);
+                }
+            }
             k.embedding_backward(dx, ids, h, self.config.embedding_scale(), d_embed, par);
         }
         if let Some(d_wpe) = grads.param(&self.layout, Param::Global(GlobalParam::Positions)) {

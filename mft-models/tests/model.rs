@@ -330,3 +330,26 @@ fn lora_gradients_with_dropout_match_finite_differences() {
         }
     }
 }
+
+/// `padding_idx` (Qwen and Gemma's `pad_token_id`): the padding token's embedding row takes no
+/// gradient from the input side, as `nn.Embedding(padding_idx=…)` does; nothing else changes.
+#[test]
+fn the_padding_row_gets_no_input_gradient() {
+    let mut s = setup(Family::Qwen2, 5);
+    let pad = s.ids[0];
+    let (_, plain, _) = s.full_step(false);
+    let mut config = *s.model.config();
+    config.padding_idx = Some(pad);
+    s.model = Model::new(config).unwrap();
+    let (_, padded, _) = s.full_step(false);
+    let h = config.hidden;
+    // Qwen's head is untied here, so the embedding's only gradient is the input side's.
+    let row = pad as usize * h..(pad as usize + 1) * h;
+    assert!(plain[row.clone()].iter().any(|&g| g != 0.0));
+    assert!(padded[row.clone()].iter().all(|&g| g == 0.0));
+    let embed = config.vocab * h;
+    for i in (0..embed).filter(|i| !row.contains(i)) {
+        assert_eq!(plain[i], padded[i], "element {i} of the embedding gradient");
+    }
+    assert_eq!(plain[embed..], padded[embed..]);
+}

@@ -1,8 +1,10 @@
 //! mft-std: the std layer of mft over the `no_std` core: files, Hugging Face checkpoints and
 //! tokenizers, data, the trainer and the `mft` command. Today it reports what the machine offers
-//! the kernels ([`system`]); loading and training land with their issues.
+//! the kernels ([`system`]) and reads Hugging Face configs and checkpoints ([`hf`]); training lands
+//! with its issue.
 
 pub mod error;
+pub mod hf;
 pub mod pool;
 pub mod system;
 
