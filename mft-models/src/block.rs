@@ -21,7 +21,7 @@ use mft_kernels::{AttentionGrads, AttentionInputs, AttentionShape, GemmRhs, Kern
 
 use crate::carve::Carver;
 use crate::config::{Family, ModelConfig};
-use crate::lora::LoraLayout;
+use crate::lora::{LoraLayout, mask_words};
 use crate::ops::{Ctx, Gradients, Norm, NormKind, Proj, add_assign};
 use crate::params::{LayerParam, Param};
 
@@ -45,6 +45,8 @@ pub(crate) struct Dims {
     pub(crate) adapters: usize,
     /// Whether LoRA dropout needs a buffer for the dropped input.
     pub(crate) dropout: bool,
+    /// Words of one block's recorded dropout masks (all adapters).
+    pub(crate) mask_words: usize,
 }
 
 impl Dims {
@@ -54,6 +56,14 @@ impl Dims {
         batch: usize,
         seq: usize,
     ) -> Dims {
+        let n = batch * seq;
+        let mask_words = lora.map_or(0, |l| {
+            l.config()
+                .targets
+                .params(config.family)
+                .map(|p| mask_words(n * p.features(config).map_or(0, |f| f.0)))
+                .sum()
+        });
         let (rank, adapters, dropout) = match lora {
             Some(l) => (
                 l.config().rank,
@@ -76,6 +86,7 @@ impl Dims {
             rank,
             adapters,
             dropout,
+            mask_words,
         }
     }
 
@@ -127,6 +138,8 @@ pub(crate) struct Saved<'a> {
     pf_rstd: &'a mut [f32],
     /// `dropout(x)·Aᵀ` of each adapter of the block, `[n, rank]` each.
     lora_u: &'a mut [f32],
+    /// The dropout mask of each adapter's input, one bit per element (as u32 words).
+    lora_mask: &'a mut [f32],
 }
 
 impl<'a> Saved<'a> {
@@ -157,6 +170,7 @@ impl<'a> Saved<'a> {
             m_raw: c.take_if(g, n * h),
             pf_rstd: c.take_if(g, n),
             lora_u: c.take(d.adapters * n * d.rank),
+            lora_mask: c.take_if(d.dropout, d.mask_words),
         }
     }
 }
@@ -304,6 +318,20 @@ impl Block {
         Proj::new(config, self.layer, param)
     }
 
+    /// The words of `lora_mask` that belong to `param`'s adapter (empty without, or without
+    /// dropout).
+    fn mask_range<T>(&self, ctx: &Ctx<'_, T>, param: LayerParam) -> core::ops::Range<usize> {
+        let Some(adapters) = ctx.adapters else { return 0..0 };
+        let lora = adapters.layout.config();
+        if lora.dropout == 0.0 || ctx.dropout_seed.is_none() || !lora.targets.contains(param) {
+            return 0..0;
+        }
+        let words =
+            |p: LayerParam| mask_words(ctx.tokens() * p.features(ctx.config).map_or(0, |f| f.0));
+        let start = lora.targets.params(self.family).take_while(|&p| p != param).map(words).sum();
+        start..start + words(param)
+    }
+
     /// The `[n, rank]` slice of `lora_u` that belongs to `param`'s adapter (empty without).
     fn u_range<T>(&self, ctx: &Ctx<'_, T>, param: LayerParam) -> core::ops::Range<usize> {
         let Some(adapters) = ctx.adapters else { return 0..0 };
@@ -334,19 +362,22 @@ pub(crate) fn forward<T: GemmRhs>(
     let blk = Block::new(config, d, layer);
     let gemma = blk.family == Family::Gemma3;
     blk.norm1.forward(ctx, s.x, w.a, s.mean1, s.rstd1);
-    let mut project = |param: LayerParam, x: &[f32], y: &mut [f32], lora_u: &mut [f32]| {
-        let u = &mut lora_u[blk.u_range(ctx, param)];
-        blk.proj(config, param).forward(ctx, x, y, u, w.dropped, scratch);
-    };
+    let mut project =
+        |param: LayerParam, x: &[f32], y: &mut [f32], lora_u: &mut [f32], lora_mask: &mut [f32]| {
+            let u = &mut lora_u[blk.u_range(ctx, param)];
+            let mask =
+                &mut bytemuck::cast_slice_mut::<f32, u32>(lora_mask)[blk.mask_range(ctx, param)];
+            blk.proj(config, param).forward(ctx, x, y, u, mask, w.dropped, scratch);
+        };
     if blk.family == Family::Gpt2 {
-        project(LayerParam::Qkv, w.a, w.qkv, s.lora_u);
+        project(LayerParam::Qkv, w.a, w.qkv, s.lora_u, s.lora_mask);
         split_qkv(w.qkv, d.hidden, s.q, s.k, s.v);
     } else {
         let (q_out, k_out) =
             if gemma { (&mut *s.q_raw, &mut *s.k_raw) } else { (&mut *s.q, &mut *s.k) };
-        project(LayerParam::Q, w.a, q_out, s.lora_u);
-        project(LayerParam::K, w.a, k_out, s.lora_u);
-        project(LayerParam::V, w.a, s.v, s.lora_u);
+        project(LayerParam::Q, w.a, q_out, s.lora_u, s.lora_mask);
+        project(LayerParam::K, w.a, k_out, s.lora_u, s.lora_mask);
+        project(LayerParam::V, w.a, s.v, s.lora_u, s.lora_mask);
         if gemma {
             blk.q_norm.forward(ctx, s.q_raw, s.q, &mut [], s.q_rstd);
             blk.k_norm.forward(ctx, s.k_raw, s.k, &mut [], s.k_rstd);
@@ -356,37 +387,40 @@ pub(crate) fn forward<T: GemmRhs>(
     }
     let inputs = AttentionInputs { q: s.q, k: s.k, v: s.v, key_mask: None };
     kernels.attention_forward(&blk.shape, inputs, s.o, s.lse, scratch, par);
-    let mut project = |param: LayerParam, x: &[f32], y: &mut [f32], lora_u: &mut [f32]| {
-        let u = &mut lora_u[blk.u_range(ctx, param)];
-        blk.proj(config, param).forward(ctx, x, y, u, w.dropped, scratch);
-    };
+    let mut project =
+        |param: LayerParam, x: &[f32], y: &mut [f32], lora_u: &mut [f32], lora_mask: &mut [f32]| {
+            let u = &mut lora_u[blk.u_range(ctx, param)];
+            let mask =
+                &mut bytemuck::cast_slice_mut::<f32, u32>(lora_mask)[blk.mask_range(ctx, param)];
+            blk.proj(config, param).forward(ctx, x, y, u, mask, w.dropped, scratch);
+        };
     if gemma {
-        project(LayerParam::O, s.o, s.p_raw, s.lora_u);
+        project(LayerParam::O, s.o, s.p_raw, s.lora_u, s.lora_mask);
         blk.post_attention.forward(ctx, s.p_raw, w.a, &mut [], s.pa_rstd);
     } else {
-        project(LayerParam::O, s.o, w.a, s.lora_u);
+        project(LayerParam::O, s.o, w.a, s.lora_u, s.lora_mask);
     }
     s.x1.copy_from_slice(s.x);
-    add_assign(s.x1, w.a);
+    add_assign(s.x1, w.a, par);
     blk.norm2.forward(ctx, s.x1, w.a, s.mean2, s.rstd2);
     match blk.family {
         Family::Gpt2 => {
-            project(LayerParam::Fc, w.a, s.f, s.lora_u);
+            project(LayerParam::Fc, w.a, s.f, s.lora_u, s.lora_mask);
             kernels.gelu_tanh_forward(s.f, w.g, par);
         }
         Family::Qwen2 | Family::Gemma3 => {
-            project(LayerParam::Gate, w.a, s.f, s.lora_u);
-            project(LayerParam::Up, w.a, s.up, s.lora_u);
+            project(LayerParam::Gate, w.a, s.f, s.lora_u, s.lora_mask);
+            project(LayerParam::Up, w.a, s.up, s.lora_u, s.lora_mask);
             activate(kernels, blk.family, s.f, s.up, w.g, par);
         }
     }
     if gemma {
-        project(LayerParam::Down, w.g, s.m_raw, s.lora_u);
+        project(LayerParam::Down, w.g, s.m_raw, s.lora_u, s.lora_mask);
         blk.post_feedforward.forward(ctx, s.m_raw, out, &mut [], s.pf_rstd);
     } else {
-        project(LayerParam::Down, w.g, out, s.lora_u);
+        project(LayerParam::Down, w.g, out, s.lora_u, s.lora_mask);
     }
-    add_assign(out, s.x1);
+    add_assign(out, s.x1, par);
 }
 
 /// GeGLU (Gemma) or SwiGLU (Qwen): `g = act(gate) ⊙ up`.
@@ -466,7 +500,8 @@ pub(crate) fn backward<T: GemmRhs>(
         }
     }
     let u = &s.lora_u[blk.u_range(ctx, LayerParam::Down)];
-    down.backward(ctx, grads, w.g, u, w.dh1, w.di1, false, w.du, w.dropped, scratch);
+    let m = &bytemuck::cast_slice::<f32, u32>(s.lora_mask)[blk.mask_range(ctx, LayerParam::Down)];
+    down.backward(ctx, grads, w.g, u, m, w.dh1, w.di1, false, w.du, w.dropped, scratch);
     let inputs: &[LayerParam] = match blk.family {
         Family::Gpt2 => {
             kernels.gelu_tanh_backward(w.di1, s.f, w.di2, par);
@@ -487,10 +522,11 @@ pub(crate) fn backward<T: GemmRhs>(
     for (i, &param) in inputs.iter().enumerate() {
         let dy = if i == 0 { &*w.di2 } else { &*w.di3 };
         let u = &s.lora_u[blk.u_range(ctx, param)];
-        proj(param).backward(ctx, grads, w.a, u, dy, w.dh2, i > 0, w.du, w.dropped, scratch);
+        let m = &bytemuck::cast_slice::<f32, u32>(s.lora_mask)[blk.mask_range(ctx, param)];
+        proj(param).backward(ctx, grads, w.a, u, m, dy, w.dh2, i > 0, w.du, w.dropped, scratch);
     }
     blk.norm2.backward(ctx, grads, w.dh2, s.x1, s.mean2, s.rstd2, w.dh1, w.discard, scratch);
-    add_assign(dx, w.dh1);
+    add_assign(dx, w.dh1, par);
 
     // Attention.
     if gemma {
@@ -509,7 +545,9 @@ pub(crate) fn backward<T: GemmRhs>(
         w.dh1.copy_from_slice(dx);
     }
     let u = &s.lora_u[blk.u_range(ctx, LayerParam::O)];
-    proj(LayerParam::O).backward(ctx, grads, s.o, u, w.dh1, w.d_o, false, w.du, w.dropped, scratch);
+    let m = &bytemuck::cast_slice::<f32, u32>(s.lora_mask)[blk.mask_range(ctx, LayerParam::O)];
+    proj(LayerParam::O)
+        .backward(ctx, grads, s.o, u, m, w.dh1, w.d_o, false, w.du, w.dropped, scratch);
     let inputs = AttentionInputs { q: s.q, k: s.k, v: s.v, key_mask: None };
     let attention_grads = AttentionGrads { dq: w.dq, dk: w.dk, dv: w.dv };
     kernels.attention_backward(
@@ -561,15 +599,18 @@ pub(crate) fn backward<T: GemmRhs>(
     if blk.family == Family::Gpt2 {
         join_qkv(w.dq, w.dk, w.dv, d.hidden, w.qkv);
         let u = &s.lora_u[blk.u_range(ctx, LayerParam::Qkv)];
+        let m =
+            &bytemuck::cast_slice::<f32, u32>(s.lora_mask)[blk.mask_range(ctx, LayerParam::Qkv)];
         proj(LayerParam::Qkv)
-            .backward(ctx, grads, w.a, u, w.qkv, w.dh2, false, w.du, w.dropped, scratch);
+            .backward(ctx, grads, w.a, u, m, w.qkv, w.dh2, false, w.du, w.dropped, scratch);
     } else {
         for (i, &param) in qkv_params.iter().enumerate() {
             let dy = [&*w.dq, &*w.dk, &*w.dv][i];
             let u = &s.lora_u[blk.u_range(ctx, param)];
-            proj(param).backward(ctx, grads, w.a, u, dy, w.dh2, i > 0, w.du, w.dropped, scratch);
+            let m = &bytemuck::cast_slice::<f32, u32>(s.lora_mask)[blk.mask_range(ctx, param)];
+            proj(param).backward(ctx, grads, w.a, u, m, dy, w.dh2, i > 0, w.du, w.dropped, scratch);
         }
     }
     blk.norm1.backward(ctx, grads, w.dh2, s.x, s.mean1, s.rstd1, w.dh1, w.discard, scratch);
-    add_assign(dx, w.dh1);
+    add_assign(dx, w.dh1, par);
 }

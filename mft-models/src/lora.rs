@@ -295,6 +295,33 @@ impl DropoutMask {
         }
     }
 
+    /// `out[i] = mask(i)·x[i]`, recording which elements were kept in `bits` (bit `i % 32` of
+    /// word `i / 32`; [`mask_words`]`(x.len())` words), so backward can replay the mask with
+    /// [`RecordedMask`] instead of hashing again.
+    pub fn apply_recording(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        bits: &mut [u32],
+        parallel: &dyn Parallel,
+    ) {
+        let n = x.len();
+        assert_eq!(n, out.len(), "dropout: input and output differ in length");
+        assert_eq!(bits.len(), mask_words(n), "dropout: the mask holds the wrong number of words");
+        let (out, bits) = (SharedSlice::new(out), SharedSlice::new(bits));
+        for_each_range(parallel, mask_words(n), MIN_ELEMENTS_PER_TASK / 32, |words| {
+            let range = words.start * 32..(words.end * 32).min(n);
+            let start = range.start;
+            // SAFETY: the word ranges of one run are disjoint, and so are their elements.
+            let (part, bits) = unsafe { (out.part(range.clone()), bits.part(words.clone())) };
+            bits.fill(0);
+            self.for_each(range, |i, factor| {
+                part[i - start] = x[i] * factor;
+                bits[(i - start) / 32] |= u32::from(factor != 0.0) << (i % 32);
+            });
+        });
+    }
+
     /// `out[i] = mask(i)·x[i]`.
     pub fn apply(&self, x: &[f32], out: &mut [f32], parallel: &dyn Parallel) {
         assert_eq!(x.len(), out.len(), "dropout: input and output differ in length");
@@ -316,6 +343,68 @@ impl DropoutMask {
             let part = unsafe { acc.part(range.clone()) };
             let start = range.start;
             self.for_each(range, |i, factor| part[i - start] += g[i] * factor);
+        });
+    }
+}
+
+/// Words of a recorded mask over `len` elements.
+pub fn mask_words(len: usize) -> usize {
+    len.div_ceil(32)
+}
+
+/// A mask recorded by [`DropoutMask::apply_recording`], replayed without hashing.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedMask<'a> {
+    bits: &'a [u32],
+    scale: f32,
+}
+
+impl<'a> RecordedMask<'a> {
+    /// The mask in `bits`, for dropout probability `p`.
+    pub fn new(bits: &'a [u32], p: f32) -> RecordedMask<'a> {
+        RecordedMask { bits, scale: 1.0 / (1.0 - p) }
+    }
+
+    /// Calls `f(elements, their words)` over word-aligned ranges of `0..len`, in parallel.
+    fn run(
+        &self,
+        len: usize,
+        parallel: &dyn Parallel,
+        f: impl Fn(core::ops::Range<usize>, &[u32]) + Sync,
+    ) {
+        assert!(self.bits.len() >= mask_words(len), "dropout: the recorded mask is too short");
+        for_each_range(parallel, mask_words(len), MIN_ELEMENTS_PER_TASK / 32, |words| {
+            f(words.start * 32..(words.end * 32).min(len), &self.bits[words])
+        });
+    }
+
+    /// `out[i] = mask(i)·x[i]`.
+    pub fn apply(&self, x: &[f32], out: &mut [f32], parallel: &dyn Parallel) {
+        assert_eq!(x.len(), out.len(), "dropout: input and output differ in length");
+        let scale = self.scale;
+        let shared = SharedSlice::new(out);
+        self.run(x.len(), parallel, |range, bits| {
+            // SAFETY: the ranges of one run are disjoint.
+            let part = unsafe { shared.part(range.clone()) };
+            for (j, (o, &v)) in part.iter_mut().zip(&x[range]).enumerate() {
+                let keep = bits[j / 32] >> (j % 32) & 1;
+                *o = if keep == 1 { v * scale } else { 0.0 };
+            }
+        });
+    }
+
+    /// `acc[i] += mask(i)·g[i]`.
+    pub fn accumulate(&self, g: &[f32], acc: &mut [f32], parallel: &dyn Parallel) {
+        assert_eq!(g.len(), acc.len(), "dropout: gradient and accumulator differ in length");
+        let scale = self.scale;
+        let shared = SharedSlice::new(acc);
+        self.run(g.len(), parallel, |range, bits| {
+            // SAFETY: the ranges of one run are disjoint.
+            let part = unsafe { shared.part(range.clone()) };
+            for (j, (a, &v)) in part.iter_mut().zip(&g[range]).enumerate() {
+                let keep = bits[j / 32] >> (j % 32) & 1;
+                *a += if keep == 1 { v * scale } else { 0.0 };
+            }
         });
     }
 }

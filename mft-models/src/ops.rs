@@ -3,10 +3,12 @@
 //! and the step context they share. Each has a forward and a backward; parameter gradients
 //! accumulate (`+=`), input gradients are overwritten unless the caller asks to accumulate.
 
-use mft_kernels::{GemmRhs, Kernels, Mat, MatMut, Parallel, RmsNormForm};
+use mft_kernels::{
+    GemmRhs, Kernels, Mat, MatMut, Parallel, RmsNormForm, Sequential, SharedSlice, for_each_range,
+};
 
 use crate::config::{Family, ModelConfig};
-use crate::lora::{DropoutMask, LoraLayout};
+use crate::lora::{DropoutMask, LoraLayout, RecordedMask};
 use crate::params::{LayerParam, Param, ParamLayout, Weights};
 
 /// Trained adapters: their layout and the flat buffer of `A`s and `B`s.
@@ -158,7 +160,8 @@ impl Proj {
     }
 
     /// `y = x·W (+ b) (+ scaling·dropout(x)·Aᵀ·Bᵀ)`, saving `u = dropout(x)·Aᵀ` in `u` when the
-    /// projection carries an adapter. `dropped` holds `dropout(x)` when dropout is on.
+    /// projection carries an adapter. `dropped` holds `dropout(x)` when dropout is on, and
+    /// `mask` records which elements it kept (for the backward).
     #[allow(clippy::too_many_arguments)] // operands, saved state and two scratch buffers
     pub(crate) fn forward<T: GemmRhs>(
         &self,
@@ -166,6 +169,7 @@ impl Proj {
         x: &[f32],
         y: &mut [f32],
         u: &mut [f32],
+        mask: &mut [u32],
         dropped: &mut [f32],
         scratch: &mut [f32],
     ) {
@@ -186,18 +190,13 @@ impl Proj {
             ctx.adapters.filter(|a| a.layout.slot(self.layer, self.param).is_some())
         {
             let r = adapters.layout.config().rank;
-            let input = self.dropout_input(ctx, adapters, x, dropped);
+            let input = self.dropout_input(ctx, adapters, x, dropped, Mask::Record(mask));
             let (a, b) = self.adapter_tensors(adapters);
-            let u_mat = MatMut::row_major(u, n, r, r);
-            k.gemm().run(
-                1.0,
-                Mat::row_major(input, n, i, i),
-                Mat::row_major(a, r, i, i).t(),
-                0.0,
-                u_mat,
-                scratch,
-                par,
-            );
+            let input_rows = |rows: core::ops::Range<usize>| {
+                Mat::row_major(&input[rows.start * i..rows.end * i], rows.len(), i, i)
+            };
+            let a_t = Mat::row_major(a, r, i, i).t();
+            thin_gemm(k, par, 1.0, &input_rows, n, a_t, 0.0, &mut u[..n * r], scratch);
             let scaling = adapters.layout.config().scaling();
             let y_mat = MatMut::row_major(y, n, o, o);
             k.gemm().run(
@@ -212,19 +211,27 @@ impl Proj {
         }
     }
 
-    /// The adapter's input: `x`, or `dropout(x)` written to `dropped` while training.
+    /// The adapter's input: `x`, or `dropout(x)` written to `dropped` while training (drawing
+    /// and recording the mask in forward, replaying it in backward).
     fn dropout_input<'x, T>(
         &self,
         ctx: &Ctx<'_, T>,
         adapters: Adapters<'_>,
         x: &'x [f32],
         dropped: &'x mut [f32],
+        mask: Mask<'_>,
     ) -> &'x [f32] {
         let p = adapters.layout.config().dropout;
         match ctx.dropout_seed {
             Some(seed) if p > 0.0 => {
                 let dropped = &mut dropped[..x.len()];
-                DropoutMask::new(p, seed, self.layer, self.param).apply(x, dropped, ctx.parallel);
+                match mask {
+                    Mask::Record(bits) => DropoutMask::new(p, seed, self.layer, self.param)
+                        .apply_recording(x, dropped, bits, ctx.parallel),
+                    Mask::Replay(bits) => {
+                        RecordedMask::new(bits, p).apply(x, dropped, ctx.parallel)
+                    }
+                }
                 dropped
             }
             _ => x,
@@ -242,7 +249,8 @@ impl Proj {
     /// From `dy`: `dx = dy·Wᵀ (+ adapter path)` (written, or added with `accumulate`), and the
     /// gradients `grads` asks for: the weight and bias (full), or the adapter's `A` and `B`
     /// (LoRA). `x` is the forward's input (needed only when [`Proj::needs_input`]), `u` the
-    /// saved adapter product; `du` and `dropped` are scratch.
+    /// saved adapter product, `mask` the forward's recorded dropout mask; `du` and `dropped` are
+    /// scratch.
     #[allow(clippy::too_many_arguments)] // gradients in and out, saved state, scratch
     pub(crate) fn backward<T: GemmRhs>(
         &self,
@@ -250,6 +258,7 @@ impl Proj {
         grads: &mut Gradients<'_>,
         x: &[f32],
         u: &[f32],
+        mask: &[u32],
         dy: &[f32],
         dx: &mut [f32],
         accumulate: bool,
@@ -310,27 +319,18 @@ impl Proj {
         let (a, b) = self.adapter_tensors(adapters);
         // du = scaling·dy·B, the gradient of u = dropout(x)·Aᵀ.
         let du = &mut du[..n * r];
-        k.gemm().run(
-            scaling,
-            dy_mat,
-            Mat::row_major(b, o, r, r),
-            0.0,
-            MatMut::row_major(du, n, r, r),
-            scratch,
-            par,
-        );
+        let dy_rows = |rows: core::ops::Range<usize>| {
+            Mat::row_major(&dy[rows.start * o..rows.end * o], rows.len(), o, o)
+        };
+        thin_gemm(k, par, scaling, &dy_rows, n, Mat::row_major(b, o, r, r), 0.0, du, scratch);
         if let Some((da, db)) = grads.adapter(adapters.layout, self.layer, self.param) {
+            // dB += scaling·dyᵀ·u: rows of dyᵀ are columns of dy.
+            let dy_columns = |cols: core::ops::Range<usize>| {
+                Mat::row_major(&dy[cols.start..], n, cols.len(), o).t()
+            };
             let u_mat = Mat::row_major(u, n, r, r);
-            k.gemm().run(
-                scaling,
-                dy_mat.t(),
-                u_mat,
-                1.0,
-                MatMut::row_major(db, o, r, r),
-                scratch,
-                par,
-            );
-            let input = self.dropout_input(ctx, adapters, x, dropped);
+            thin_gemm(k, par, scaling, &dy_columns, o, u_mat, 1.0, db, scratch);
+            let input = self.dropout_input(ctx, adapters, x, dropped, Mask::Replay(mask));
             let du_mat = Mat::row_major(&*du, n, r, r);
             k.gemm().run(
                 1.0,
@@ -346,7 +346,7 @@ impl Proj {
         let p = adapters.layout.config().dropout;
         let du_mat = Mat::row_major(&*du, n, r, r);
         match ctx.dropout_seed {
-            Some(seed) if p > 0.0 => {
+            Some(_) if p > 0.0 => {
                 let through = &mut dropped[..n * i];
                 k.gemm().run(
                     1.0,
@@ -357,8 +357,7 @@ impl Proj {
                     scratch,
                     par,
                 );
-                let mask = DropoutMask::new(p, seed, self.layer, self.param);
-                mask.accumulate(through, dx, ctx.parallel);
+                RecordedMask::new(mask, p).accumulate(through, dx, ctx.parallel);
             }
             _ => {
                 k.gemm().run(
@@ -373,6 +372,12 @@ impl Proj {
             }
         }
     }
+}
+
+/// A dropout mask's bits: written by the forward, read by the backward.
+enum Mask<'m> {
+    Record(&'m mut [u32]),
+    Replay(&'m [u32]),
 }
 
 /// Which normalisation a norm tensor applies.
@@ -462,9 +467,51 @@ impl Norm {
     }
 }
 
-/// `acc += x`, elementwise.
-pub(crate) fn add_assign(acc: &mut [f32], x: &[f32]) {
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a += v;
-    }
+/// `acc += x`, elementwise, split over threads.
+pub(crate) fn add_assign(acc: &mut [f32], x: &[f32], parallel: &dyn Parallel) {
+    assert_eq!(acc.len(), x.len(), "add_assign: lengths differ");
+    let shared = SharedSlice::new(acc);
+    for_each_range(parallel, x.len(), 1 << 14, |range| {
+        // SAFETY: the ranges of one run are disjoint.
+        let part = unsafe { shared.part(range.clone()) };
+        for (a, &v) in part.iter_mut().zip(&x[range]) {
+            *a += v;
+        }
+    });
+}
+
+/// `C = alpha·A·B + beta·C` for a thin `B` (an adapter's `rank` columns), split by rows of `A`
+/// and `C` over threads. The GEMM splits by columns, which would leave all but one thread idle
+/// when `B` is narrower than a register tile. `a_rows(range)` is the view of `A`'s rows
+/// `range`; `C` is row-major with row stride `n`.
+#[allow(clippy::too_many_arguments)] // the GEMM's operands, split
+pub(crate) fn thin_gemm<'a>(
+    kernels: &Kernels,
+    parallel: &dyn Parallel,
+    alpha: f32,
+    a_rows: &(dyn Fn(core::ops::Range<usize>) -> Mat<'a, f32> + Sync),
+    m: usize,
+    b: Mat<'_, f32>,
+    beta: f32,
+    c: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (k, n) = (b.rows(), b.cols());
+    let tasks = parallel.threads().clamp(1, m.div_ceil(64).max(1));
+    let rows_per_task = m.div_ceil(tasks);
+    let part_len = kernels.gemm().scratch_len(rows_per_task, n, k, 1);
+    assert!(scratch.len() >= tasks * part_len, "thin_gemm: scratch too short");
+    let (c, scratch) = (SharedSlice::new(c), SharedSlice::new(scratch));
+    parallel.run(tasks, &|t| {
+        let rows = t * rows_per_task..((t + 1) * rows_per_task).min(m);
+        if rows.is_empty() {
+            return;
+        }
+        // SAFETY: task t owns C's rows `rows` and the t-th part of the scratch.
+        let (c, scratch) = unsafe {
+            (c.part(rows.start * n..rows.end * n), scratch.part(t * part_len..(t + 1) * part_len))
+        };
+        let c = MatMut::row_major(c, rows.len(), n, n);
+        kernels.gemm().run(alpha, a_rows(rows), b, beta, c, scratch, &Sequential);
+    });
 }

@@ -2,7 +2,7 @@
 //! initialisation, and the dropout mask's statistics and backward.
 
 use mft_kernels::Sequential;
-use mft_models::lora::DropoutMask;
+use mft_models::lora::{DropoutMask, RecordedMask, mask_words};
 use mft_models::{Error, Family, LayerParam, LoraConfig, LoraLayout, LoraTargets, ModelConfig};
 
 fn gpt2_lora(names: &[&str]) -> LoraLayout {
@@ -113,6 +113,18 @@ fn dropout_drops_about_p_scales_the_rest_and_its_backward_is_the_same_mask() {
         // The backward adds mask·g: with g = x it reproduces the forward exactly.
         let mut acc = vec![0.0; n];
         mask.accumulate(&x, &mut acc, &Sequential);
+        assert_eq!(acc, y);
+        // Recorded in forward, replayed in backward: the same mask bit for bit.
+        let mut bits = vec![0u32; mask_words(n)];
+        let mut recorded = vec![0.0; n];
+        mask.apply_recording(&x, &mut recorded, &mut bits, &Sequential);
+        assert_eq!(recorded, y);
+        let replay = RecordedMask::new(&bits, p);
+        let mut replayed = vec![0.0; n];
+        replay.apply(&x, &mut replayed, &Sequential);
+        assert_eq!(replayed, y);
+        let mut acc = vec![0.0; n];
+        replay.accumulate(&x, &mut acc, &Sequential);
         assert_eq!(acc, y);
         // Another step's seed draws another mask.
         let mut z = vec![0.0; n];
