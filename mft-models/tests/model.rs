@@ -353,3 +353,75 @@ fn the_padding_row_gets_no_input_gradient() {
     }
     assert_eq!(plain[embed..], padded[embed..]);
 }
+
+/// One LoRA step (dropout on) on `matrices` as the frozen matrix store.
+fn lora_step<T: mft_kernels::GemmRhs>(
+    s: &Setup,
+    layout: &LoraLayout,
+    adapters: &[f32],
+    matrices: &[T],
+) -> (f32, Vec<f32>) {
+    let k = Kernels::best();
+    let len = s.model.workspace_len(
+        &k,
+        Some(layout),
+        s.batch,
+        s.seq,
+        Purpose::Train { checkpointing: false },
+        1,
+    );
+    let mut ws = vec![0.0; len];
+    let mut grads = vec![0.0; layout.len()];
+    let a = Adapters { layout, weights: adapters };
+    let options = StepOptions { checkpointing: false, dropout_seed: 3 };
+    let weights = Weights { matrices, vectors: &s.vectors };
+    let loss = s
+        .model
+        .train_step(
+            &k,
+            weights,
+            Some(a),
+            Gradients::Lora(&mut grads),
+            &s.batch(),
+            options,
+            &mut ws,
+            &Sequential,
+        )
+        .unwrap();
+    (loss.loss, grads)
+}
+
+/// Frozen weights in bf16 or f16 are widened exactly while packing, so a LoRA step on them
+/// equals the step on f32 weights holding the same (rounded) values.
+#[test]
+fn half_precision_frozen_weights_give_the_step_of_their_f32_values() {
+    use mft_kernels::{bf16, f16};
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let s = setup(family, 17);
+        let names: &[&str] =
+            if family == Family::Gpt2 { &["c_attn", "c_fc"] } else { &["q_proj", "up_proj"] };
+        let lora = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            rslora: false,
+            targets: LoraTargets::from_module_names(family, names.iter().copied()).unwrap(),
+        };
+        let layout = LoraLayout::new(s.model.config(), &lora);
+        let adapters = random(layout.len(), 8, 0.2);
+        let bf16s: Vec<bf16> = s.matrices.iter().map(|&v| bf16::from_f32(v)).collect();
+        let bf16_values: Vec<f32> = bf16s.iter().map(|v| v.to_f32()).collect();
+        let (loss, grads) = lora_step(&s, &layout, &adapters, &bf16s);
+        assert_eq!(
+            (loss, grads),
+            lora_step(&s, &layout, &adapters, &bf16_values),
+            "{family:?} bf16"
+        );
+        let f16s: Vec<f16> = s.matrices.iter().map(|&v| f16::from_f32(v)).collect();
+        let f16_values: Vec<f32> = f16s.iter().map(|v| v.to_f32()).collect();
+        let (loss, grads) = lora_step(&s, &layout, &adapters, &f16s);
+        assert_eq!((loss, grads), lora_step(&s, &layout, &adapters, &f16_values), "{family:?} f16");
+        // And the rounding is real: the step differs from the one on the unrounded weights.
+        assert_ne!(loss, lora_step(&s, &layout, &adapters, &s.matrices).0, "{family:?}");
+    }
+}
