@@ -425,3 +425,48 @@ fn half_precision_frozen_weights_give_the_step_of_their_f32_values() {
         assert_ne!(loss, lora_step(&s, &layout, &adapters, &s.matrices).0, "{family:?}");
     }
 }
+
+/// The memory plan: its workspace figures are the step's, checkpointing trades saved
+/// activations for recomputed FLOPs, bf16 halves the frozen matrices.
+#[test]
+fn the_memory_plan_adds_up() {
+    use mft_core::DType;
+    use mft_models::{MemoryPlan, Mode};
+    let model = Model::new(ModelConfig::gpt2()).unwrap();
+    let k = Kernels::best();
+    let targets = LoraTargets::from_module_names(Family::Gpt2, ["c_attn", "c_proj"]).unwrap();
+    let lora = LoraConfig { rank: 8, alpha: 16.0, dropout: 0.05, rslora: false, targets };
+    let layout = LoraLayout::new(model.config(), &lora);
+    let f32_mode = Mode::Lora { config: lora, frozen: DType::F32 };
+    let plain = MemoryPlan::new(&model, &k, &f32_mode, 4, 128, false, 2);
+    let ckpt = MemoryPlan::new(&model, &k, &f32_mode, 4, 128, true, 2);
+    let workspace =
+        model.workspace_len(&k, Some(&layout), 4, 128, Purpose::Train { checkpointing: false }, 2);
+    assert_eq!(plain.saved_activation_bytes + plain.scratch_bytes, 4 * workspace);
+    assert_eq!(plain.parameter_bytes, 4 * 124_439_808);
+    assert_eq!(plain.trainable_params, layout.len());
+    assert_eq!((plain.gradient_bytes, plain.optimizer_bytes), (4 * layout.len(), 8 * layout.len()));
+    // Checkpointing keeps one [tokens, hidden] input per block.
+    assert_eq!(ckpt.saved_activation_bytes, 4 * 12 * 512 * 768);
+    assert!(ckpt.total_bytes() < plain.total_bytes());
+    assert_eq!(plain.recompute_flops, 0);
+    // The recomputation is the blocks' forward: the forward without the LM head.
+    assert_eq!(ckpt.recompute_flops, plain.forward_flops - 2 * 512 * 50257 * 768);
+    let bf16 = MemoryPlan::new(
+        &model,
+        &k,
+        &Mode::Lora { config: lora, frozen: DType::BF16 },
+        4,
+        128,
+        false,
+        2,
+    );
+    let layout_params = model.layout();
+    assert_eq!(
+        bf16.parameter_bytes,
+        2 * layout_params.matrix_len() + 4 * layout_params.vector_len()
+    );
+    let full = MemoryPlan::new(&model, &k, &Mode::Full, 4, 128, false, 2);
+    assert_eq!(full.optimizer_bytes, 8 * 124_439_808);
+    assert!(full.backward_flops > plain.backward_flops);
+}
