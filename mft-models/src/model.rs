@@ -214,6 +214,30 @@ impl Model {
         }
     }
 
+    /// Carves the caller's workspace, or says how short it is.
+    #[allow(clippy::too_many_arguments)] // the step's sizes
+    fn carve_workspace<'a>(
+        &self,
+        workspace: &'a mut [f32],
+        kernels: &Kernels,
+        lora: Option<&LoraLayout>,
+        batch: usize,
+        seq: usize,
+        purpose: Purpose,
+        threads: usize,
+    ) -> Result<Buffers<'a>> {
+        let needed = self.workspace_len(kernels, lora, batch, seq, purpose, threads);
+        if workspace.len() < needed {
+            return Err(Error::BufferSize {
+                buffer: "workspace",
+                expected: needed,
+                actual: workspace.len(),
+            });
+        }
+        let mut c = Carver::new(&mut workspace[..needed]);
+        Ok(self.carve(&mut c, kernels, lora, batch, seq, purpose, threads))
+    }
+
     fn check_batch(&self, input_ids: &[u32], batch: usize, seq: usize) -> Result<()> {
         let bad = |problem, value, limit| Err(Error::InvalidBatch { problem, value, limit });
         if batch == 0 || seq == 0 {
@@ -278,16 +302,7 @@ impl Model {
         let lora = adapters.map(|a| a.layout);
         let purpose = Purpose::Train { checkpointing: options.checkpointing };
         let threads = parallel.threads();
-        let needed = self.workspace_len(kernels, lora, b, t, purpose, threads);
-        if workspace.len() < needed {
-            return Err(Error::BufferSize {
-                buffer: "workspace",
-                expected: needed,
-                actual: workspace.len(),
-            });
-        }
-        let mut c = Carver::new(&mut workspace[..needed]);
-        let mut buf = self.carve(&mut c, kernels, lora, b, t, purpose, threads);
+        let mut buf = self.carve_workspace(workspace, kernels, lora, b, t, purpose, threads)?;
         let ctx = Ctx {
             kernels,
             parallel,
@@ -374,16 +389,8 @@ impl Model {
         }
         let lora = adapters.map(|a| a.layout);
         let threads = parallel.threads();
-        let needed = self.workspace_len(kernels, lora, batch, seq, Purpose::Logits, threads);
-        if workspace.len() < needed {
-            return Err(Error::BufferSize {
-                buffer: "workspace",
-                expected: needed,
-                actual: workspace.len(),
-            });
-        }
-        let mut c = Carver::new(&mut workspace[..needed]);
-        let mut buf = self.carve(&mut c, kernels, lora, batch, seq, Purpose::Logits, threads);
+        let mut buf =
+            self.carve_workspace(workspace, kernels, lora, batch, seq, Purpose::Logits, threads)?;
         let ctx = Ctx {
             kernels,
             parallel,

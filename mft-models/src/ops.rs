@@ -149,14 +149,14 @@ impl Proj {
         }
     }
 
-    /// Whether the projection carries an adapter in this step.
-    fn adapter(&self, adapters: Option<Adapters<'_>>) -> bool {
-        adapters.is_some_and(|a| a.layout.slot(self.layer, self.param).is_some())
+    /// The step's adapters, if this projection carries one.
+    fn adapter<'a>(&self, adapters: Option<Adapters<'a>>) -> Option<Adapters<'a>> {
+        adapters.filter(|a| a.layout.slot(self.layer, self.param).is_some())
     }
 
     /// Whether its backward needs its input (to form a weight or adapter gradient).
     pub(crate) fn needs_input<T>(&self, ctx: &Ctx<'_, T>, grads: &Gradients<'_>) -> bool {
-        grads.is_full() || self.adapter(ctx.adapters)
+        grads.is_full() || self.adapter(ctx.adapters).is_some()
     }
 
     /// `y = x·W (+ b) (+ scaling·dropout(x)·Aᵀ·Bᵀ)`, saving `u = dropout(x)·Aᵀ` in `u` when the
@@ -186,9 +186,7 @@ impl Proj {
                 par,
             );
         }
-        if let Some(adapters) =
-            ctx.adapters.filter(|a| a.layout.slot(self.layer, self.param).is_some())
-        {
+        if let Some(adapters) = self.adapter(ctx.adapters) {
             let r = adapters.layout.config().rank;
             let input = self.dropout_input(ctx, adapters, x, dropped, Mask::Record(mask));
             let (a, b) = self.adapter_tensors(adapters);
@@ -309,9 +307,7 @@ impl Proj {
         {
             k.bias_add_backward(dy, db, scratch, par);
         }
-        let Some(adapters) =
-            ctx.adapters.filter(|a| a.layout.slot(self.layer, self.param).is_some())
-        else {
+        let Some(adapters) = self.adapter(ctx.adapters) else {
             return;
         };
         let r = adapters.layout.config().rank;
