@@ -242,7 +242,7 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
     measure(s, config.layers, |step| {
         grads.fill(0.0);
         let b = &mut bench;
-        let weights = Weights { matrices: &matrices, vectors: &vectors };
+        let weights = Weights::new(&matrices, &vectors);
         let a = Adapters { layout: &layout, weights: &adapters };
         let options = StepOptions { dropout_seed: step, ..b.options };
         let batch = Batch { input_ids: &b.ids, targets: &b.targets, batch: s.batch, seq: s.seq };
@@ -281,7 +281,7 @@ fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
         let b = &mut bench;
         let batch = Batch { input_ids: &b.ids, targets: &b.targets, batch: s.batch, seq: s.seq };
         let grads = Gradients::Full { matrices: &mut gm, vectors: &mut gv };
-        let weights = Weights { matrices: &matrices, vectors: &vectors };
+        let weights = Weights::new(&matrices, &vectors);
         let loss = b
             .model
             .train_step(

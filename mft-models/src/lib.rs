@@ -39,7 +39,7 @@
 //! let mut grads = vec![0.0f32; lora_layout.len()];
 //! let loss = model.train_step(
 //!     &k,
-//!     Weights { matrices: &matrices, vectors: &vectors },
+//!     Weights::new(&matrices, &vectors),
 //!     Some(Adapters { layout: &lora_layout, weights: &adapters }),
 //!     Gradients::Lora(&mut grads),
 //!     &Batch { input_ids: &ids, targets: &next, batch, seq },
@@ -69,7 +69,7 @@ pub use error::{Error, Result};
 pub use lora::{LoraConfig, LoraLayout, LoraTargets};
 pub use model::{Batch, Model, Purpose, StepOptions, WorkspaceSizes, shift_labels};
 pub use ops::{Adapters, Gradients};
-pub use params::{GlobalParam, LayerParam, Param, ParamLayout, Weights};
+pub use params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
 pub use plan::{MemoryPlan, Mode};
 
 pub use mft_core;

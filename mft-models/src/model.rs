@@ -549,19 +549,17 @@ impl Model {
         weights: &Weights<'_, T>,
         adapters: Option<Adapters<'_>>,
     ) -> Result<()> {
-        let check = |buffer, expected, actual| {
-            if expected == actual {
-                Ok(())
-            } else {
-                Err(Error::BufferSize { buffer, expected, actual })
-            }
-        };
-        check("weights.matrices", self.layout.matrix_len(), weights.matrices.len())?;
-        check("weights.vectors", self.layout.vector_len(), weights.vectors.len())?;
-        if let Some(a) = adapters {
-            check("adapters", a.layout.len(), a.weights.len())?;
+        if let Some((buffer, expected, actual)) = weights.size_mismatch(&self.layout) {
+            return Err(Error::BufferSize { buffer, expected, actual });
         }
-        Ok(())
+        match adapters {
+            Some(a) if a.layout.len() != a.weights.len() => Err(Error::BufferSize {
+                buffer: "adapters",
+                expected: a.layout.len(),
+                actual: a.weights.len(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Fills positions and RoPE tables; moves the positions out of `buf` as u32.

@@ -436,27 +436,63 @@ impl ParamLayout {
         globals.chain(layers)
     }
 
+    /// Entries of a [`Matrices::Table`]: one per global and per block parameter kind and
+    /// block, whether or not the model has it.
+    pub fn table_len(&self) -> usize {
+        GlobalParam::ALL.len() + self.layers * LAYER_PARAMS
+    }
+
+    /// Where `param` sits in a [`Matrices::Table`].
+    pub fn table_index(&self, param: Param) -> usize {
+        match param {
+            Param::Global(g) => g as usize,
+            Param::Layer(layer, p) => GlobalParam::ALL.len() + layer * LAYER_PARAMS + p as usize,
+        }
+    }
+
     /// The family the layout was made for.
     pub fn family(&self) -> Family {
         self.family
     }
 }
 
-/// The flat stores of a model's weights: matrices in `T` (f32, f16 or bf16), vectors in f32.
+/// Where a model's matrices are: one flat store, or one slice per parameter (which lets a
+/// caller hand the model tensors that stay where they are, such as memory-mapped checkpoint
+/// files, instead of copying them into one buffer).
+#[derive(Debug, Clone, Copy)]
+pub enum Matrices<'a, T> {
+    /// The matrix store ([`ParamLayout::matrix_len`] elements, tensors at their slots).
+    Store(&'a [T]),
+    /// [`ParamLayout::table_len`] slices: the matrix `param` at
+    /// [`ParamLayout::table_index`]`(param)`, holding [`Slot::len`] elements; entries of
+    /// vectors and of parameters the model does not have are ignored (conventionally empty).
+    Table(&'a [&'a [T]]),
+}
+
+/// A model's weights as the model reads them: matrices in `T` (f32, f16 or bf16), vectors in
+/// one f32 store.
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a, T> {
-    /// The matrix store ([`ParamLayout::matrix_len`] elements).
-    pub matrices: &'a [T],
+    /// The matrices.
+    pub matrices: Matrices<'a, T>,
     /// The vector store ([`ParamLayout::vector_len`] elements).
     pub vectors: &'a [f32],
 }
 
 impl<'a, T> Weights<'a, T> {
+    /// Weights in the two flat stores.
+    pub fn new(matrices: &'a [T], vectors: &'a [f32]) -> Weights<'a, T> {
+        Weights { matrices: Matrices::Store(matrices), vectors }
+    }
+
     /// The matrix of `param` (which must be a matrix of the model).
     pub fn matrix(&self, layout: &ParamLayout, param: Param) -> &'a [T] {
         let slot = layout.slot(param).expect("the model has this parameter");
         debug_assert!(slot.matrix);
-        &self.matrices[slot.range()]
+        match self.matrices {
+            Matrices::Store(store) => &store[slot.range()],
+            Matrices::Table(table) => table[layout.table_index(param)],
+        }
     }
 
     /// The vector of `param` (which must be a vector of the model).
@@ -464,5 +500,32 @@ impl<'a, T> Weights<'a, T> {
         let slot = layout.slot(param).expect("the model has this parameter");
         debug_assert!(!slot.matrix);
         &self.vectors[slot.range()]
+    }
+
+    /// The first buffer whose size does not fit `layout`: `(name, expected, actual)`
+    /// (`weights.matrices`, a table entry named by its parameter index, or `weights.vectors`).
+    pub fn size_mismatch(&self, layout: &ParamLayout) -> Option<(&'static str, usize, usize)> {
+        match self.matrices {
+            Matrices::Store(store) if store.len() != layout.matrix_len() => {
+                return Some(("weights.matrices", layout.matrix_len(), store.len()));
+            }
+            Matrices::Store(_) => {}
+            Matrices::Table(table) => {
+                if table.len() != layout.table_len() {
+                    return Some(("weights.matrices (table)", layout.table_len(), table.len()));
+                }
+                for param in layout.params() {
+                    let slot = layout.slot(param).expect("params() lists the layout's parameters");
+                    let entry = table[layout.table_index(param)].len();
+                    if slot.matrix && entry != slot.len {
+                        return Some(("weights.matrices (a table entry)", slot.len, entry));
+                    }
+                }
+            }
+        }
+        if self.vectors.len() != layout.vector_len() {
+            return Some(("weights.vectors", layout.vector_len(), self.vectors.len()));
+        }
+        None
     }
 }

@@ -5,8 +5,8 @@
 use mft_kernels::{AdamW, IGNORE_INDEX, Kernels, Sequential};
 use mft_models::rng::Counter;
 use mft_models::{
-    Adapters, Batch, Family, Gradients, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig,
-    Purpose, Rope, StepOptions, Weights,
+    Adapters, Batch, Family, Gradients, LoraConfig, LoraLayout, LoraTargets, Matrices, Model,
+    ModelConfig, Purpose, Rope, StepOptions, Weights,
 };
 
 /// A small config of each family, with GQA, a window shorter than the sequence and an untied
@@ -76,7 +76,7 @@ impl Setup {
     }
 
     fn weights(&self) -> Weights<'_, f32> {
-        Weights { matrices: &self.matrices, vectors: &self.vectors }
+        Weights::new(&self.matrices, &self.vectors)
     }
 
     /// Loss and full gradients.
@@ -371,7 +371,7 @@ fn lora_step<T: mft_kernels::GemmRhs>(
     adapters: &[f32],
     matrices: &[T],
 ) -> (f32, Vec<f32>) {
-    lora_step_checkpointed(s, layout, adapters, matrices, 0)
+    lora_step_with(s, layout, adapters, Matrices::Store(matrices), 0).unwrap()
 }
 
 fn lora_step_checkpointed<T: mft_kernels::GemmRhs>(
@@ -381,6 +381,16 @@ fn lora_step_checkpointed<T: mft_kernels::GemmRhs>(
     matrices: &[T],
     checkpointed_blocks: usize,
 ) -> (f32, Vec<f32>) {
+    lora_step_with(s, layout, adapters, Matrices::Store(matrices), checkpointed_blocks).unwrap()
+}
+
+fn lora_step_with<T: mft_kernels::GemmRhs>(
+    s: &Setup,
+    layout: &LoraLayout,
+    adapters: &[f32],
+    matrices: Matrices<'_, T>,
+    checkpointed_blocks: usize,
+) -> Result<(f32, Vec<f32>), mft_models::Error> {
     let k = Kernels::best();
     let len = s.model.workspace_len(
         &k,
@@ -395,20 +405,58 @@ fn lora_step_checkpointed<T: mft_kernels::GemmRhs>(
     let a = Adapters { layout, weights: adapters };
     let options = StepOptions { checkpointed_blocks, dropout_seed: 3, ..StepOptions::default() };
     let weights = Weights { matrices, vectors: &s.vectors };
-    let loss = s
-        .model
-        .train_step(
-            &k,
-            weights,
-            Some(a),
-            Gradients::Lora(&mut grads),
-            &s.batch(),
-            options,
-            &mut ws,
-            &Sequential,
-        )
-        .unwrap();
-    (loss.loss, grads)
+    let loss = s.model.train_step(
+        &k,
+        weights,
+        Some(a),
+        Gradients::Lora(&mut grads),
+        &s.batch(),
+        options,
+        &mut ws,
+        &Sequential,
+    )?;
+    Ok((loss.loss, grads))
+}
+
+/// Matrices handed over one slice per parameter (as memory-mapped checkpoints are) give the
+/// step of the flat store bit for bit; a table entry of the wrong size is refused.
+#[test]
+fn matrices_in_a_table_give_the_step_of_the_store() {
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let s = setup(family, 23);
+        let names = if family == Family::Gpt2 { ["c_attn"] } else { ["q_proj"] };
+        let params = s.model.layout();
+        let lora = LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            dropout: 0.0,
+            rslora: false,
+            targets: LoraTargets::from_module_names(family, [names[0]]).unwrap(),
+        };
+        let layout = LoraLayout::new(s.model.config(), &lora);
+        let adapters = random(layout.len(), 4, 0.2);
+        // Each matrix in its own allocation, in reverse order, so nothing relies on adjacency.
+        let mut owned: Vec<(usize, Vec<f32>)> = params
+            .params()
+            .filter_map(|p| {
+                let slot = params.slot(p).unwrap();
+                slot.matrix.then(|| (params.table_index(p), s.matrices[slot.range()].to_vec()))
+            })
+            .collect();
+        owned.reverse();
+        let mut table: Vec<&[f32]> = vec![&[]; params.table_len()];
+        for (index, values) in &owned {
+            table[*index] = values;
+        }
+        let expected = lora_step(&s, &layout, &adapters, &s.matrices);
+        let got = lora_step_with(&s, &layout, &adapters, Matrices::Table(&table), 0).unwrap();
+        assert_eq!(got, expected, "{family:?}");
+        let (index, values) = &owned[0];
+        table[*index] = &values[1..];
+        let err = lora_step_with(&s, &layout, &adapters, Matrices::Table(&table), 0).unwrap_err();
+        assert!(matches!(err, mft_models::Error::BufferSize { .. }), "{family:?}: {err:?}");
+        assert!(lora_step_with(&s, &layout, &adapters, Matrices::Table(&table[1..]), 0).is_err());
+    }
 }
 
 /// Frozen weights in bf16 or f16 are widened exactly while packing, so a LoRA step on them

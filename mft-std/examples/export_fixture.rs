@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets, ModelConfig};
 use mft_std::export::{export_hf_snapshot, export_peft_adapter, merge_lora};
-use mft_std::hf::{OwnedWeights, load_adapters, load_weights, read_lora_config, read_model_config};
+use mft_std::hf::{ModelWeights, load_adapters, load_weights, read_lora_config, read_model_config};
 
 /// The families, by the name of their fixture directories.
 pub const FAMILIES: [&str; 3] = ["gpt2", "qwen2", "gemma3"];
@@ -82,10 +82,10 @@ pub fn case(family: &str) -> mft_std::Result<Case> {
 }
 
 /// The base model of `case` with its adapter merged in.
-pub fn merged_weights(family: &str, case: &Case) -> mft_std::Result<OwnedWeights<f32>> {
+pub fn merged_weights(family: &str, case: &Case) -> mft_std::Result<ModelWeights<f32>> {
     let layout = mft_models::ParamLayout::new(&case.model);
     let mut weights = load_weights::<f32>(&[base_dir(family).join("model.safetensors")], &layout)?;
-    merge_lora(&case.model, &mut weights.matrices, &case.lora, &case.adapters);
+    merge_lora(&case.model, weights.stores_mut(&layout).0, &case.lora, &case.adapters);
     Ok(weights)
 }
 

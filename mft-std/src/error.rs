@@ -152,6 +152,18 @@ pub enum Error {
         /// What does not fit.
         problem: String,
     },
+    /// A checkpoint tensor that is no parameter of the model its config.json describes (a
+    /// config for another model size, or weights of another model).
+    #[error(
+        "{}: tensor {tensor} is not a parameter of the model config.json describes",
+        path.display()
+    )]
+    UnexpectedTensor {
+        /// The file holding it.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+    },
     // New variants go above this line (helpers: add with a targeted edit, never rewrite the file).
 }
 

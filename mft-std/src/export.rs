@@ -179,14 +179,9 @@ pub fn export_hf_snapshot(
     if ParamLayout::new(model) != *layout {
         return Err(output("the parameter layout was made for another model".into()));
     }
-    let lengths = (weights.matrices.len(), weights.vectors.len());
-    if lengths != (layout.matrix_len(), layout.vector_len()) {
+    if let Some((buffer, expected, actual)) = weights.size_mismatch(layout) {
         return Err(output(format!(
-            "the weight stores hold {} and {} values; the layout has {} and {}",
-            lengths.0,
-            lengths.1,
-            layout.matrix_len(),
-            layout.vector_len()
+            "{buffer} holds {actual} values where the layout has {expected}"
         )));
     }
     let config_text = match source_config {
@@ -202,11 +197,15 @@ pub fn export_hf_snapshot(
         .params()
         .map(|param| {
             let slot = layout.slot(param).expect("params() lists the layout's parameters");
-            let store = if slot.matrix { weights.matrices } else { weights.vectors };
+            let data = if slot.matrix {
+                weights.matrix(layout, param)
+            } else {
+                weights.vector(layout, param)
+            };
             TensorOut {
                 name: param.name(model.family).to_string(),
                 shape: hf_shape(model, param),
-                data: &store[slot.range()],
+                data,
             }
         })
         .collect();

@@ -7,13 +7,13 @@ use mft_models::params::GlobalParam;
 use mft_models::rng::Counter;
 use mft_models::{Family, ModelConfig, Param, ParamLayout};
 
-use crate::hf::OwnedWeights;
+use crate::hf::ModelWeights;
 
 /// Standard deviation of transformers' `initializer_range` default.
 const INIT_STD: f32 = 0.02;
 
 /// Weights for `config` drawn from `seed`; the same seed gives the same weights.
-pub fn random_weights<T: Element + Send>(config: &ModelConfig, seed: u64) -> OwnedWeights<T> {
+pub fn random_weights<T: Element + Send>(config: &ModelConfig, seed: u64) -> ModelWeights<T> {
     let layout = ParamLayout::new(config);
     let bound = INIT_STD * 3f32.sqrt();
     let mut matrices = vec![T::default(); layout.matrix_len()];
@@ -29,7 +29,7 @@ pub fn random_weights<T: Element + Send>(config: &ModelConfig, seed: u64) -> Own
             vectors[slot.range()].fill(vector_init(config.family, param));
         }
     }
-    OwnedWeights { matrices, vectors }
+    ModelWeights::from_stores(matrices, vectors)
 }
 
 /// Biases start at 0; norm weights at 1, or at 0 in Gemma's `1 + weight` form.

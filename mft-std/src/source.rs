@@ -10,7 +10,7 @@ use mft_models::{Model, ModelConfig};
 
 use crate::data::{IdsOnly, TextEncoder};
 use crate::error::{Error, Result};
-use crate::hf::{OwnedWeights, checkpoint_files, load_weights, read_model_config};
+use crate::hf::{ModelWeights, checkpoint_files, load_weights, read_model_config};
 use crate::random::random_weights;
 use crate::tokenizer::Tokenizer;
 
@@ -91,18 +91,18 @@ impl ModelSource {
 }
 
 /// A loaded model.
-pub struct LoadedModel<T> {
+pub struct LoadedModel<T: 'static> {
     /// Where it came from.
     pub source: ModelSource,
     /// The model (configuration and layout).
     pub model: Model,
     /// Its weights.
-    pub weights: OwnedWeights<T>,
+    pub weights: ModelWeights<T>,
     /// Its tokenizer, when the directory has one.
     pub tokenizer: Option<Tokenizer>,
 }
 
-impl<T> LoadedModel<T> {
+impl<T: 'static> LoadedModel<T> {
     /// What turns text into ids: the tokenizer, or [`IdsOnly`] when there is none.
     pub fn encoder(&self) -> &dyn TextEncoder {
         match &self.tokenizer {

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer as Backend};
+use tokenizers::{AddedToken, ModelWrapper, Tokenizer as Backend};
 
 use crate::error::{Error, Result};
 
@@ -261,7 +261,18 @@ fn special_token(
 
 /// Reads a tokenizer.json after checking that it belongs to `family`.
 fn read_tokenizer_json(path: &Path, family: Family) -> Result<Backend> {
-    let value = read_json(path)?;
+    let bytes =
+        std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    // A file the tokenizers library reads goes straight to it, the family told from the
+    // result: a real vocabulary is tens of MB (Gemma 3's 33 MB), and a `Value` of it first
+    // would cost as much again as the tokenizer itself.
+    if let Ok(inner) = serde_json::from_slice::<Backend>(&bytes) {
+        check_family(path, family, &Facts::of_backend(&inner))?;
+        return Ok(inner);
+    }
+    // Any other file is read as JSON first, so that the refusal names what is wrong: not JSON,
+    // another family, or not a tokenizer.
+    let value = parse_json(path, &bytes)?;
     check_family(path, family, &Facts::of_tokenizer_json(&value))?;
     serde_json::from_value(value).map_err(|e| {
         tokenizer_error(path, format!("not a tokenizer the tokenizers library reads: {e}"))
@@ -394,6 +405,30 @@ impl Facts {
         }
     }
 
+    /// A tokenizer the tokenizers library has read: the same facts as
+    /// [`Facts::of_tokenizer_json`] gives for its file.
+    fn of_backend(inner: &Backend) -> Facts {
+        let has = |token: &str| inner.token_to_id(token).is_some();
+        // The normalizer and pre-tokenizer as they are written in tokenizer.json (both small).
+        let normalizer = serde_json::to_value(inner.get_normalizer()).unwrap_or_default();
+        let pre_tokenizer = serde_json::to_value(inner.get_pre_tokenizer()).unwrap_or_default();
+        let byte_level = any_step(&pre_tokenizer, "pretokenizers", &|p| p["type"] == "ByteLevel");
+        let metaspace =
+            any_step(&normalizer, "normalizers", &|n| {
+                n["type"] == "Replace" && n["content"] == "▁"
+            }) || any_step(&pre_tokenizer, "pretokenizers", &|p| p["type"] == "Metaspace");
+        Facts {
+            endoftext: has("<|endoftext|>"),
+            im_start: has("<|im_start|>"),
+            start_of_turn: has("<start_of_turn>"),
+            bos: has("<bos>"),
+            eos: has("<eos>"),
+            byte_level,
+            metaspace,
+            byte_fallback: matches!(inner.get_model(), ModelWrapper::BPE(bpe) if bpe.byte_fallback),
+        }
+    }
+
     /// A vocab.json: the pipeline is GPT-2's byte-level one, built here.
     fn of_vocab(vocab: &HashMap<String, u32>) -> Facts {
         let has = |token: &str| vocab.contains_key(token);
@@ -487,7 +522,11 @@ fn name(family: Family) -> &'static str {
 fn read_json(path: &Path) -> Result<Value> {
     let bytes =
         std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+    parse_json(path, &bytes)
+}
+
+fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         line: source.line(),
         column: source.column(),

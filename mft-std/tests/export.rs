@@ -22,7 +22,7 @@ use mft_std::export::{
     export_peft_adapter, merge_lora, model_config_json, target_module_names,
 };
 use mft_std::hf::{
-    OwnedWeights, load_adapters, load_weights, parse_model_config, read_lora_config,
+    ModelWeights, load_adapters, load_weights, parse_model_config, read_lora_config,
     read_model_config,
 };
 use safetensors::{Dtype, SafeTensors};
@@ -114,12 +114,27 @@ fn logits(
     out
 }
 
+/// A model's weights copied into the two flat stores, to edit and compare.
+#[derive(Debug, Clone, PartialEq)]
+struct Stores {
+    matrices: Vec<f32>,
+    vectors: Vec<f32>,
+}
+
+impl Stores {
+    fn as_weights(&self) -> Weights<'_, f32> {
+        Weights::new(&self.matrices, &self.vectors)
+    }
+}
+
 /// The base model of a golden fixture.
-fn load_model(dir: &Path) -> (ModelConfig, OwnedWeights<f32>) {
+fn load_model(dir: &Path) -> (ModelConfig, Stores) {
     let config = read_model_config(&dir.join("config.json")).unwrap();
-    let weights =
-        load_weights::<f32>(&[dir.join("model.safetensors")], &ParamLayout::new(&config)).unwrap();
-    (config, weights)
+    let layout = ParamLayout::new(&config);
+    let weights: ModelWeights<f32> =
+        load_weights(&[dir.join("model.safetensors")], &layout).unwrap();
+    let (matrices, vectors) = weights.to_stores(&layout);
+    (config, Stores { matrices, vectors })
 }
 
 /// Asserts two float buffers are equal bit for bit.
@@ -426,8 +441,8 @@ fn merge_adds_the_scaled_product_in_the_stored_layout() {
     for family in export_fixture::FAMILIES {
         let case = export_fixture::case(family).unwrap();
         let (model, base) = load_model(&export_fixture::base_dir(family));
-        let merged = export_fixture::merged_weights(family, &case).unwrap();
         let params = ParamLayout::new(&model);
+        let merged = export_fixture::merged_weights(family, &case).unwrap().to_stores(&params).0;
         let rank = case.lora.config().rank;
         let scaling = f64::from(case.lora.config().scaling());
         for (layer, param, _) in case.lora.tensors().filter(|t| !t.2) {
@@ -435,7 +450,7 @@ fn merge_adds_the_scaled_product_in_the_stored_layout() {
             let a = &case.adapters[case.lora.range(layer, param, false)];
             let b = &case.adapters[case.lora.range(layer, param, true)];
             let weight = params.slot(mft_models::Param::Layer(layer, param)).unwrap().range();
-            let (w0, w1) = (&base.matrices[weight.clone()], &merged.matrices[weight]);
+            let (w0, w1) = (&base.matrices[weight.clone()], &merged[weight]);
             for o in 0..slot.out_features {
                 for i in 0..slot.in_features {
                     let delta: f64 = (0..rank)
@@ -602,7 +617,7 @@ fn buffers_of_another_model_are_refused_naming_the_directory() {
 
     let (model, weights) = load_model(&export_fixture::base_dir("qwen2"));
     let layout = ParamLayout::new(&model);
-    let cut = Weights { matrices: &weights.matrices[1..], vectors: &weights.vectors };
+    let cut = Weights::new(&weights.matrices[1..], &weights.vectors);
     let err = export_hf_snapshot(&out, &model, &layout, cut, None).unwrap_err();
     assert!(matches!(&err, Error::Output { path, .. } if *path == out), "{err:?}");
     assert!(!out.exists(), "nothing is created");

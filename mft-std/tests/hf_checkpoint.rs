@@ -10,7 +10,7 @@ use mft_models::{
     Family, LoraConfig, LoraLayout, LoraTargets, ModelConfig, Param, ParamLayout, Rope,
 };
 use mft_std::Error;
-use mft_std::hf::checkpoint::{OwnedWeights, checkpoint_files, load_adapters, load_weights};
+use mft_std::hf::checkpoint::{ModelWeights, checkpoint_files, load_adapters, load_weights};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -86,11 +86,10 @@ fn model_tensors(
 
 /// Asserts that every parameter holds `value(k, ·)` where the layout puts it, and that the
 /// stores hold nothing else.
-fn assert_loaded<T: Element>(weights: &OwnedWeights<T>, config: &ModelConfig) {
+fn assert_loaded<T: Element>(weights: &ModelWeights<T>, config: &ModelConfig) {
     let layout = ParamLayout::new(config);
-    assert_eq!(weights.matrices.len(), layout.matrix_len());
-    assert_eq!(weights.vectors.len(), layout.vector_len());
     let view = weights.as_weights();
+    assert_eq!(view.size_mismatch(&layout), None);
     let mut covered = 0;
     for (k, param) in layout.params().enumerate() {
         let name = param.name(config.family);
@@ -209,8 +208,37 @@ fn f32_to_bf16_rounds_to_nearest() {
     assert_eq!(wte.name, "transformer.wte.weight");
     wte.bytes[..4].copy_from_slice(&(1.0f32 + 3.0 / 512.0).to_le_bytes());
     write(&path, &tensors);
-    let weights = load_weights::<bf16>(&[path], &ParamLayout::new(&config)).unwrap();
-    assert_eq!(weights.matrices[0].to_f32(), 1.0 + 1.0 / 128.0);
+    let layout = ParamLayout::new(&config);
+    let weights = load_weights::<bf16>(&[path], &layout).unwrap();
+    let wte = weights.as_weights().matrix(&layout, Param::Global(GlobalParam::Embed));
+    assert_eq!(wte[0].to_f32(), 1.0 + 1.0 / 128.0);
+}
+
+/// `tensors` split into two shards (every third tensor in the first), written in reverse so
+/// the listing order is not the shard order by accident; returns the two paths.
+fn write_two_shards(dir: &Path, tensors: Vec<Tensor>, names: [&str; 2]) -> [PathBuf; 2] {
+    let (first, second): (Vec<_>, Vec<_>) =
+        tensors.into_iter().enumerate().partition(|(k, _)| k % 3 == 0);
+    let strip = |v: Vec<(usize, Tensor)>| v.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+    let paths = names.map(|name| dir.join(name));
+    write(&paths[1], &strip(second));
+    write(&paths[0], &strip(first));
+    paths
+}
+
+/// A model.safetensors.index.json putting each tensor in the file that holds it.
+fn write_index(dir: &Path, shards: &[PathBuf]) {
+    let mut map = serde_json::Map::new();
+    for shard in shards {
+        let bytes = std::fs::read(shard).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for name in file.names() {
+            let shard_name = shard.file_name().unwrap().to_str().unwrap();
+            map.insert(name.to_string(), shard_name.into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": { "total_size": 0 }, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
 }
 
 #[test]
@@ -218,19 +246,84 @@ fn sharded_checkpoints_load_like_one_file() {
     let config = tiny_gpt2();
     let dir = tempfile::tempdir().unwrap();
     let tensors = model_tensors(&config, Dtype::F32, Dtype::BF16, same);
-    let (first, second): (Vec<_>, Vec<_>) =
-        tensors.into_iter().enumerate().partition(|(k, _)| k % 3 == 0);
-    let strip = |v: Vec<(usize, Tensor)>| v.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
-    // Written in reverse, so the listing order is not the shard order by accident.
-    write(&dir.path().join("model-00002-of-00002.safetensors"), &strip(second));
-    write(&dir.path().join("model-00001-of-00002.safetensors"), &strip(first));
-    std::fs::write(dir.path().join("model.safetensors.index.json"), "{}").unwrap();
+    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let shards = write_two_shards(dir.path(), tensors, names);
 
+    // Found by their names alone …
     let files = checkpoint_files(dir.path()).unwrap();
-    let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_owned()).collect();
-    assert_eq!(names, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
+    assert_eq!(files, shards);
     let weights = load_weights::<f32>(&files, &ParamLayout::new(&config)).unwrap();
     assert_loaded(&weights, &config);
+    // … and through the index.
+    write_index(dir.path(), &shards);
+    assert_eq!(checkpoint_files(dir.path()).unwrap(), shards);
+}
+
+/// The index decides which files are read, whatever their names.
+#[test]
+fn the_index_names_the_shards() {
+    let config = tiny_gpt2();
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = model_tensors(&config, Dtype::BF16, Dtype::F32, same);
+    let shards = write_two_shards(dir.path(), tensors, ["a.safetensors", "b.safetensors"]);
+    // A stray file the index does not name is not read.
+    write(&dir.path().join("c.safetensors"), &[Tensor::new("junk", Dtype::F32, vec![1], &[0.0])]);
+    write_index(dir.path(), &shards);
+    let files = checkpoint_files(dir.path()).unwrap();
+    assert_eq!(files, shards);
+    assert_loaded(&load_weights::<bf16>(&files, &ParamLayout::new(&config)).unwrap(), &config);
+}
+
+#[test]
+fn a_bad_index_is_refused_naming_it() {
+    let config = tiny_gpt2();
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = model_tensors(&config, Dtype::F32, Dtype::F32, same);
+    let shards = write_two_shards(dir.path(), tensors, ["a.safetensors", "b.safetensors"]);
+    write_index(dir.path(), &shards);
+    let index = dir.path().join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    let one_line = |err: &Error| {
+        let message = err.to_string();
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.starts_with(&index.display().to_string()), "{message}");
+        message
+    };
+
+    // A file the index names is missing.
+    std::fs::rename(&shards[1], dir.path().join("elsewhere")).unwrap();
+    let err = checkpoint_files(dir.path()).unwrap_err();
+    assert!(matches!(&err, Error::Checkpoint { path, .. } if *path == index), "{err:?}");
+    assert!(one_line(&err).contains("names b.safetensors, which is not in"), "{err}");
+    std::fs::rename(dir.path().join("elsewhere"), &shards[1]).unwrap();
+
+    // It puts a tensor in a file that does not hold it.
+    let moved = text.replace(
+        r#""transformer.wte.weight":"a.safetensors""#,
+        r#""transformer.wte.weight":"b.safetensors""#,
+    );
+    assert_ne!(moved, text);
+    std::fs::write(&index, &moved).unwrap();
+    let err = checkpoint_files(dir.path()).unwrap_err();
+    assert!(
+        one_line(&err).contains(
+            "puts tensor transformer.wte.weight in b.safetensors, which does not hold it"
+        ),
+        "{err}"
+    );
+
+    // It is not JSON, has no weight_map, or names a path outside its directory.
+    for (bad, expected) in [
+        ("{\"weight_map\": ", "invalid JSON"),
+        ("{\"metadata\": {}}", "weight_map: missing"),
+        ("{\"weight_map\": {}}", "weight_map: names no tensors"),
+        ("{\"weight_map\": {\"x\": \"../a.safetensors\"}}", "is not a .safetensors file name"),
+        ("{\"weight_map\": {\"x\": 3}}", "x: not a file name"),
+    ] {
+        std::fs::write(&index, bad).unwrap();
+        let err = checkpoint_files(dir.path()).unwrap_err();
+        assert!(one_line(&err).contains(expected), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -384,6 +477,97 @@ fn unsupported_dtype_names_file_and_tensor() {
         other => panic!("expected a TensorDtype error, got {other:?}"),
     }
     assert!(err.to_string().contains("F64"), "{err}");
+}
+
+/// A tensor that is no parameter of the configured model (a deeper model's block, a stray
+/// name) is refused, naming file and tensor; the buffers transformers saves are skipped.
+#[test]
+fn extra_tensors_are_refused() {
+    let config = tiny_gpt2();
+    let layout = ParamLayout::new(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let tensors = model_tensors(&config, Dtype::F32, Dtype::F32, same);
+    for extra in
+        ["transformer.h.2.ln_1.weight", "transformer.h.0.attn.c_proj.lora_A", "score.weight"]
+    {
+        let mut with = tensors.clone();
+        with.push(Tensor::new(extra, Dtype::F32, vec![8], &[0.0; 8]));
+        write(&path, &with);
+        let err = load_weights::<f32>(std::slice::from_ref(&path), &layout).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnexpectedTensor { path: p, tensor } if *p == path && tensor == extra),
+            "{extra}: {err:?}"
+        );
+        let message = err.to_string();
+        assert_eq!(message.lines().count(), 1);
+        assert!(message.starts_with(&path.display().to_string()), "{message}");
+        assert!(message.contains(extra), "{message}");
+    }
+    // Saved buffers and a tied head are not parameters mft reads, and are not refused.
+    let mut with = tensors.clone();
+    with.push(Tensor::new("transformer.h.1.attn.masked_bias", Dtype::F32, vec![1], &[0.0]));
+    with.push(Tensor::new("lm_head.weight", Dtype::F32, vec![11, 8], &[0.0; 88]));
+    write(&path, &with);
+    assert_loaded(&load_weights::<f32>(std::slice::from_ref(&path), &layout).unwrap(), &config);
+    // A vision tower is skipped only in Gemma 3.
+    let mut with = tensors;
+    with.push(Tensor::new("vision_tower.patch.weight", Dtype::F32, vec![2], &[0.0; 2]));
+    write(&path, &with);
+    let err = load_weights::<f32>(std::slice::from_ref(&path), &layout).unwrap_err();
+    assert!(matches!(err, Error::UnexpectedTensor { .. }), "{err:?}");
+}
+
+/// A file cut short anywhere (in the length prefix, the header, or the tensor data) is an
+/// invalid safetensors file naming the file: never a crash, never zeros read past the end.
+#[test]
+fn truncated_files_are_refused() {
+    let config = tiny_gpt2();
+    let layout = ParamLayout::new(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    write(&path, &model_tensors(&config, Dtype::F32, Dtype::F32, same));
+    let whole = std::fs::read(&path).unwrap();
+    let header = u64::from_le_bytes(whole[..8].try_into().unwrap()) as usize;
+    for cut in [0, 5, 8, 8 + header / 2, 8 + header, 8 + header + 4, whole.len() - 1] {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        match load_weights::<f32>(std::slice::from_ref(&path), &layout) {
+            Err(Error::Safetensors { path: p, .. }) => assert_eq!(p, path, "cut at {cut}"),
+            other => panic!("cut at {cut}: expected a Safetensors error, got {other:?}"),
+        }
+    }
+    // And a file with bytes past its last tensor.
+    let mut longer = whole.clone();
+    longer.extend_from_slice(&[0; 4]);
+    std::fs::write(&path, &longer).unwrap();
+    assert!(matches!(
+        load_weights::<f32>(std::slice::from_ref(&path), &layout),
+        Err(Error::Safetensors { .. })
+    ));
+}
+
+/// Matrices stored in the element type used stay in the mapped file; others are converted.
+#[test]
+fn matrices_stored_as_used_are_not_copied() {
+    let config = tiny_qwen2_untied();
+    let layout = ParamLayout::new(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    write(&path, &model_tensors(&config, Dtype::BF16, Dtype::F32, same));
+    let files = [path];
+    let mapped = load_weights::<bf16>(&files, &layout).unwrap();
+    assert_eq!(mapped.mapped_bytes(), layout.matrix_len() * 2);
+    assert_eq!(mapped.matrix_store(), None, "the matrices are not gathered into a store");
+    assert_loaded(&mapped, &config);
+    let converted = load_weights::<f32>(&files, &layout).unwrap();
+    assert_eq!(converted.mapped_bytes(), 0);
+    assert_loaded(&converted, &config);
+    // Gathering them into one writable store (full fine-tuning) keeps every value in place.
+    let mut gathered = mapped.clone();
+    let (matrices, _) = gathered.stores_mut(&layout);
+    assert_eq!(matrices.len(), layout.matrix_len());
+    assert_eq!(gathered.mapped_bytes(), 0);
+    assert_loaded(&gathered, &config);
 }
 
 #[test]

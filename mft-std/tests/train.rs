@@ -3,7 +3,7 @@
 
 use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig};
 use mft_std::data::{Batcher, Example};
-use mft_std::hf::OwnedWeights;
+use mft_std::hf::ModelWeights;
 use mft_std::random::random_weights;
 use mft_std::train::{
     OptimizerConfig, OptimizerKind, Schedule, ScheduleKind, TrainOptions, Trainable, Trainer,
@@ -69,7 +69,7 @@ fn lora_trainable(config: &ModelConfig, dropout: f32) -> Trainable {
 
 fn trainer(trainable: Trainable, options: TrainOptions) -> Trainer<f32> {
     let config = tiny();
-    let weights: OwnedWeights<f32> = random_weights(&config, 1);
+    let weights: ModelWeights<f32> = random_weights(&config, 1);
     Trainer::new(Model::new(config).unwrap(), weights, trainable, options, 1).unwrap()
 }
 
@@ -77,7 +77,8 @@ fn trained_tensors(t: &Trainer<f32>) -> Vec<f32> {
     match t.trainable() {
         Trainable::Lora { adapters, .. } => adapters.clone(),
         Trainable::Full => {
-            let mut all = t.weights().matrices.clone();
+            let mut all =
+                t.weights().matrix_store().expect("full fine-tuning keeps a store").to_vec();
             all.extend_from_slice(&t.weights().vectors);
             all
         }
@@ -182,7 +183,7 @@ fn a_short_run_lowers_the_loss() {
 #[test]
 fn full_fine_tuning_of_half_precision_weights_is_refused() {
     let config = tiny();
-    let weights: OwnedWeights<mft_kernels::bf16> = random_weights(&config, 1);
+    let weights: ModelWeights<mft_kernels::bf16> = random_weights(&config, 1);
     let model = Model::new(config).unwrap();
     let err = Trainer::new(model, weights, Trainable::Full, options(2, 1, OptimizerKind::AdamW), 1)
         .err()

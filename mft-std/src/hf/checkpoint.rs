@@ -1,48 +1,148 @@
-//! Weights from safetensors files: a model's checkpoint (one `model.safetensors`, or the shards
-//! `model-00001-of-0000N.safetensors`) into the flat stores of a [`ParamLayout`], and a PEFT
-//! adapter_model.safetensors into the flat buffer of a [`LoraLayout`].
+//! Weights from safetensors files: a model's checkpoint (one `model.safetensors`, the files
+//! its `model.safetensors.index.json` names, or the shards `model-00001-of-0000N.safetensors`)
+//! into [`ModelWeights`], and a PEFT adapter_model.safetensors into the flat buffer of a
+//! [`LoraLayout`].
 //!
-//! Each file is memory-mapped and its tensors are converted one at a time, in file order,
-//! straight into their place in the destination: nothing holds a second copy of the file. F32,
-//! F16 and BF16 tensors are read; matrices become the store's element type, vectors f32.
+//! Each file is memory-mapped. A matrix stored in the element type the model uses stays in the
+//! mapped file (zero-copy: only the pages a step touches become resident, and the kernel can
+//! drop them again under memory pressure); any other matrix is converted once into its own
+//! buffer. Norm weights and biases (a fraction of a percent of the parameters) are converted
+//! into one f32 store. F32, F16 and BF16 tensors are read.
 //!
 //! Names are Hugging Face's ([`mft_models::Param::name`]), with the variants transformers
 //! itself accepts: a checkpoint of the bare base model (no `transformer.` / `model.` prefix),
 //! and the text tower of a multimodal Gemma 3 (`language_model.model.…`, or
-//! `model.language_model.…` in newer versions). A tied head's `lm_head.weight` is not read;
-//! tensors the model does not use (GPT-2's `attn.bias` masks, a vision tower) are skipped.
+//! `model.language_model.…` in newer versions). Tensors that are not parameters but that
+//! transformers' checkpoints carry are skipped: a tied head's `lm_head.weight`, GPT-2's causal
+//! mask buffers (`attn.bias`, `attn.masked_bias`), rotary `inv_freq` buffers, and a multimodal
+//! Gemma 3's vision tower and projector. Any other tensor is refused: it means the config does
+//! not describe the weights.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use mft_core::{Element, bf16, f16};
 use mft_models::params::{GlobalParam, LayerParam, Slot};
-use mft_models::{Family, LoraLayout, Param, ParamLayout, Weights};
+use mft_models::{Family, LoraLayout, Matrices, Param, ParamLayout, Weights};
 use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// A model's weights in memory: the owned counterpart of [`Weights`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct OwnedWeights<T> {
-    /// The matrix store ([`ParamLayout::matrix_len`] elements).
-    pub matrices: Vec<T>,
+/// A model's weights in memory: the owned counterpart of [`Weights`]. Matrices are either one
+/// owned store (random weights, full fine-tuning) or one slice per tensor (a loaded
+/// checkpoint: mapped from its files where possible); vectors are one owned f32 store.
+#[derive(Clone)]
+pub struct ModelWeights<T: 'static> {
+    matrices: MatrixStorage<T>,
     /// The vector store ([`ParamLayout::vector_len`] elements).
     pub vectors: Vec<f32>,
 }
 
-impl<T> OwnedWeights<T> {
-    /// The stores as the borrowed view the model reads.
+#[derive(Clone)]
+enum MatrixStorage<T: 'static> {
+    Store(Vec<T>),
+    Table(TensorTable<T>),
+}
+
+/// Matrices one slice per tensor, borrowed from what the table shares ownership of: the
+/// mapped files and the converted copies. Neither moves its bytes (a mapping stays where the
+/// kernel put it; a boxed slice's heap buffer stays put), and neither is dropped or mutated
+/// while a table holding the `Arc` lives, so the slices stay valid; they are handed out only
+/// with the lifetime of a borrow of the table. Clones share the backing.
+#[derive(Clone)]
+struct TensorTable<T: 'static> {
+    entries: Vec<&'static [T]>,
+    _backing: Arc<Backing<T>>,
+    mapped_bytes: usize,
+}
+
+/// What a [`TensorTable`]'s slices point into.
+struct Backing<T> {
+    _copies: Vec<Box<[T]>>,
+    _maps: Vec<Mmap>,
+}
+
+impl<T: Element> ModelWeights<T> {
+    /// Weights in two flat stores laid out by a [`ParamLayout`].
+    pub fn from_stores(matrices: Vec<T>, vectors: Vec<f32>) -> ModelWeights<T> {
+        ModelWeights { matrices: MatrixStorage::Store(matrices), vectors }
+    }
+
+    /// The weights as the borrowed view the model reads.
     pub fn as_weights(&self) -> Weights<'_, T> {
-        Weights { matrices: &self.matrices, vectors: &self.vectors }
+        let matrices = match &self.matrices {
+            MatrixStorage::Store(store) => Matrices::Store(store),
+            MatrixStorage::Table(table) => Matrices::Table(&table.entries),
+        };
+        Weights { matrices, vectors: &self.vectors }
+    }
+
+    /// The flat matrix store, when the matrices are in one (see [`ModelWeights::stores_mut`]).
+    pub fn matrix_store(&self) -> Option<&[T]> {
+        match &self.matrices {
+            MatrixStorage::Store(store) => Some(store),
+            MatrixStorage::Table(_) => None,
+        }
+    }
+
+    /// Both stores, writable; matrices held per tensor are first copied into one store laid
+    /// out by `layout` (the layout they were loaded with), releasing the mapped files.
+    pub fn stores_mut(&mut self, layout: &ParamLayout) -> (&mut [T], &mut [f32]) {
+        if let MatrixStorage::Table(table) = &self.matrices {
+            let mut store = vec![T::default(); layout.matrix_len()];
+            for param in layout.params() {
+                let slot = layout.slot(param).expect("params() lists the layout's parameters");
+                if slot.matrix {
+                    store[slot.range()].copy_from_slice(table.entries[layout.table_index(param)]);
+                }
+            }
+            self.matrices = MatrixStorage::Store(store);
+        }
+        let MatrixStorage::Store(store) = &mut self.matrices else { unreachable!("made above") };
+        (store, &mut self.vectors)
+    }
+
+    /// The two flat stores (copies), laid out by `layout`, the layout the weights were loaded
+    /// with.
+    pub fn to_stores(&self, layout: &ParamLayout) -> (Vec<T>, Vec<f32>) {
+        let mut copy = self.clone();
+        let (matrices, vectors) = copy.stores_mut(layout);
+        (matrices.to_vec(), vectors.to_vec())
+    }
+
+    /// Bytes of matrices read in place from mapped checkpoint files (0 when none are).
+    pub fn mapped_bytes(&self) -> usize {
+        match &self.matrices {
+            MatrixStorage::Store(_) => 0,
+            MatrixStorage::Table(table) => table.mapped_bytes,
+        }
     }
 }
 
-/// The weight files of a checkpoint directory: `model.safetensors`, or every shard
-/// `model-NNNNN-of-MMMMM.safetensors` in order (all `MMMMM` of them must be there). A path to
-/// a `.safetensors` file is returned as it is.
+impl<T: 'static> std::fmt::Debug for ModelWeights<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, matrices) = match &self.matrices {
+            MatrixStorage::Store(store) => ("store", store.len()),
+            MatrixStorage::Table(table) => ("table", table.entries.iter().map(|e| e.len()).sum()),
+        };
+        f.debug_struct("ModelWeights")
+            .field("matrices", &format_args!("{matrices} in a {kind}"))
+            .field("vectors", &self.vectors.len())
+            .finish()
+    }
+}
+
+/// File name of a sharded checkpoint's index.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The weight files of a checkpoint directory: `model.safetensors`; else the files its
+/// `model.safetensors.index.json` names (each must exist and hold the tensors the index puts
+/// in it); else every shard `model-NNNNN-of-MMMMM.safetensors` in order (all `MMMMM` of them
+/// must be there). A path to a `.safetensors` file is returned as it is.
 pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if dir.is_file() {
         return Ok(vec![dir.to_path_buf()]);
@@ -50,6 +150,10 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);
+    }
+    let index = dir.join(INDEX_FILE);
+    if index.exists() {
+        return indexed_files(dir, &index);
     }
     let io = |source| Error::Io { path: dir.to_path_buf(), source };
     let mut shards: Vec<(usize, usize, PathBuf)> = Vec::new();
@@ -63,7 +167,9 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let problem = |problem: String| Error::Checkpoint { path: dir.to_path_buf(), problem };
     let Some(&(_, count, _)) = shards.first() else {
         return Err(problem(
-            "no model.safetensors and no model-NNNNN-of-NNNNN.safetensors shards".into(),
+            "no model.safetensors, no model.safetensors.index.json and no \
+             model-NNNNN-of-NNNNN.safetensors shards"
+                .into(),
         ));
     };
     if let Some((_, other, _)) = shards.iter().find(|s| s.1 != count) {
@@ -82,6 +188,64 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(shards.into_iter().map(|(_, _, path)| path).collect())
 }
 
+/// The files a `model.safetensors.index.json` names in its `weight_map` (tensor → file name in
+/// the same directory), in name order, after checking that each exists and holds the tensors
+/// the index puts in it.
+fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index)
+        .map_err(|source| Error::Io { path: index.to_path_buf(), source })?;
+    let json: Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: index.to_path_buf(),
+        line: source.line(),
+        column: source.column(),
+        source,
+    })?;
+    let field = |problem: &str| Error::Config {
+        path: index.to_path_buf(),
+        field: "weight_map".into(),
+        problem: problem.into(),
+    };
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| field("missing, or not an object of tensor names to file names"))?;
+    let mut by_file: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| field(&format!("{tensor}: not a file name")))?;
+        let plain = Path::new(file).file_name().is_some_and(|name| name == file);
+        if !plain || !file.ends_with(".safetensors") {
+            return Err(field(&format!(
+                "{tensor}: \"{file}\" is not a .safetensors file name in the index's directory"
+            )));
+        }
+        by_file.entry(file).or_default().push(tensor);
+    }
+    if by_file.is_empty() {
+        return Err(field("names no tensors"));
+    }
+    let mut files = Vec::with_capacity(by_file.len());
+    for (file, tensors) in by_file {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Err(Error::Checkpoint {
+                path: index.to_path_buf(),
+                problem: format!("names {file}, which is not in {}", dir.display()),
+            });
+        }
+        let map = map_file(&path)?;
+        let (_, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        if let Some(absent) = tensors.iter().find(|t| metadata.info(t).is_none()) {
+            return Err(Error::Checkpoint {
+                path: index.to_path_buf(),
+                problem: format!("puts tensor {absent} in {file}, which does not hold it"),
+            });
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
 /// `(index, count)` of a shard's file name `model-00002-of-00003.safetensors`.
 fn shard_number(name: &str) -> Option<(usize, usize)> {
     let stem = name.strip_prefix("model-")?.strip_suffix(".safetensors")?;
@@ -95,12 +259,17 @@ fn shard_number(name: &str) -> Option<(usize, usize)> {
 }
 
 /// Loads every parameter of `layout` from the checkpoint `files` (as [`checkpoint_files`]
-/// lists them), checking each tensor's shape against the layout and converting matrices to
-/// `T` and vectors to f32.
+/// lists them), checking each tensor's shape against the layout: matrices stored as `T` stay
+/// in the mapped files, other matrices are converted to `T`, vectors to f32.
+///
+/// # Errors
+/// A file that cannot be read or is no valid safetensors file; a tensor of the wrong shape or
+/// dtype; a parameter in none of the files; a tensor that is not a parameter
+/// ([`Error::UnexpectedTensor`]). Each names its file and tensor.
 pub fn load_weights<T: Element>(
     files: &[PathBuf],
     layout: &ParamLayout,
-) -> Result<OwnedWeights<T>> {
+) -> Result<ModelWeights<T>> {
     let family = layout.family();
     let hidden = hidden_width(layout);
     // Every name a parameter may have in the files, mapped to the parameter.
@@ -110,18 +279,26 @@ pub fn load_weights<T: Element>(
             wanted.entry(name).or_insert(param);
         }
     }
-    let mut weights = OwnedWeights {
-        matrices: vec![T::default(); layout.matrix_len()],
-        vectors: vec![0.0; layout.vector_len()],
-    };
+    let tied_head = layout.slot(Param::Global(GlobalParam::LmHead)).is_none();
+    let mut vectors = vec![0.0f32; layout.vector_len()];
+    let mut entries: Vec<&'static [T]> = vec![&[]; layout.table_len()];
+    let mut copies: Vec<Box<[T]>> = Vec::new();
+    let mut maps: Vec<Mmap> = Vec::with_capacity(files.len());
+    let mut mapped_bytes = 0;
     let mut loaded: HashSet<Param> = HashSet::new();
     for path in files {
         let map = map_file(path)?;
         let (header, metadata) = SafeTensors::read_metadata(&map)
             .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        // read_metadata has checked that the tensors tile the rest of the file exactly.
         let data = &map[8 + header..];
         for name in metadata.offset_keys() {
-            let Some(&param) = wanted.get(&name) else { continue };
+            let Some(&param) = wanted.get(&name) else {
+                if skipped_tensor(&name, family, tied_head) {
+                    continue;
+                }
+                return Err(Error::UnexpectedTensor { path: path.clone(), tensor: name });
+            };
             if loaded.contains(&param) {
                 continue;
             }
@@ -135,13 +312,26 @@ pub fn load_weights<T: Element>(
                 bytes: &data[info.data_offsets.0..info.data_offsets.1],
             };
             tensor.expect_shape(&hf_shape(param, slot, hidden, family))?;
-            if slot.matrix {
-                tensor.convert_into(&mut weights.matrices[slot.range()])?;
+            if !slot.matrix {
+                tensor.convert_into(&mut vectors[slot.range()])?;
+            } else if let Some(in_place) = tensor.in_place::<T>() {
+                // SAFETY: the bytes are in `map`, which moves into `maps` below and so lives,
+                // unmoved in memory and unwritten, as long as the table (see TensorTable).
+                entries[layout.table_index(param)] =
+                    unsafe { std::slice::from_raw_parts(in_place.as_ptr(), in_place.len()) };
+                mapped_bytes += tensor.bytes.len();
             } else {
-                tensor.convert_into(&mut weights.vectors[slot.range()])?;
+                let mut copy = vec![T::default(); slot.len].into_boxed_slice();
+                tensor.convert_into(&mut copy)?;
+                // SAFETY: the boxed buffer moves into `copies` and is never dropped or
+                // written while the table lives (see TensorTable).
+                entries[layout.table_index(param)] =
+                    unsafe { std::slice::from_raw_parts(copy.as_ptr(), copy.len()) };
+                copies.push(copy);
             }
             loaded.insert(param);
         }
+        maps.push(map);
     }
     if let Some(missing) = layout.params().find(|p| !loaded.contains(p)) {
         return Err(Error::MissingTensor {
@@ -149,7 +339,24 @@ pub fn load_weights<T: Element>(
             tensor: missing.name(family).to_string(),
         });
     }
-    Ok(weights)
+    let backing = Arc::new(Backing { _copies: copies, _maps: maps });
+    let table = TensorTable { entries, _backing: backing, mapped_bytes };
+    Ok(ModelWeights { matrices: MatrixStorage::Table(table), vectors })
+}
+
+/// Whether `name` is a tensor transformers' checkpoints carry that is no parameter mft reads.
+fn skipped_tensor(name: &str, family: Family, tied_head: bool) -> bool {
+    let buffer = match family {
+        Family::Gpt2 => name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias"),
+        Family::Qwen2 | Family::Gemma3 => name.ends_with(".rotary_emb.inv_freq"),
+    };
+    let head = tied_head && aliases("lm_head.weight").iter().any(|alias| alias == name);
+    let vision = family == Family::Gemma3
+        && ["vision_tower.", "multi_modal_projector."].iter().any(|tower| {
+            name.starts_with(tower)
+                || name.strip_prefix("model.").is_some_and(|n| n.starts_with(tower))
+        });
+    buffer || head || vision
 }
 
 /// Loads every adapter of `layout` from a PEFT adapter_model.safetensors, checking shapes
@@ -188,9 +395,9 @@ pub fn load_adapters(path: &Path, layout: &LoraLayout) -> Result<Vec<f32>> {
 fn map_file(path: &Path) -> Result<Mmap> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
-    // SAFETY: the map is read-only and lives only while this function's caller reads the
-    // tensors; a checkpoint truncated or rewritten by another process meanwhile is outside
-    // what mft supports (as for every mmap-based reader of safetensors).
+    // SAFETY: the map is read-only. A checkpoint truncated or rewritten by another process
+    // while mft has it mapped is outside what mft supports (as for every mmap-based reader of
+    // safetensors, transformers' included): training reads weights from the map throughout.
     unsafe { Mmap::map(&file) }.map_err(io)
 }
 
@@ -264,6 +471,20 @@ impl Tensor<'_> {
         })
     }
 
+    /// The tensor's elements where they are, when it is stored as `T` (little-endian, aligned).
+    fn in_place<T: Element>(&self) -> Option<&[T]> {
+        let same = matches!(
+            (self.dtype, T::DTYPE),
+            (Dtype::F32, mft_core::DType::F32)
+                | (Dtype::F16, mft_core::DType::F16)
+                | (Dtype::BF16, mft_core::DType::BF16)
+        );
+        if !same || cfg!(target_endian = "big") {
+            return None;
+        }
+        bytemuck::try_cast_slice(self.bytes).ok()
+    }
+
     /// Converts the tensor (whose element count matches `dst`) into `dst`.
     fn convert_into<T: Element>(&self, dst: &mut [T]) -> Result<()> {
         let source = match self.dtype {
@@ -334,6 +555,33 @@ mod tests {
                 assert_eq!(shape, expected, "{}", param.name(config.family));
             }
         }
+    }
+
+    /// The slices of a mapped load point into the mapped files themselves.
+    #[test]
+    fn mapped_matrices_point_into_the_files() {
+        let config = ModelConfig::gpt2_with(8, 2, 2);
+        let layout = ParamLayout::new(&config);
+        let weights = crate::random::random_weights::<f32>(&config, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let view = weights.as_weights();
+        crate::export::export_hf_snapshot(dir.path(), &config, &layout, view, None).unwrap();
+        let loaded = load_weights::<f32>(&checkpoint_files(dir.path()).unwrap(), &layout).unwrap();
+        let MatrixStorage::Table(table) = &loaded.matrices else { panic!("not a table") };
+        let maps: Vec<_> = table._backing._maps.iter().map(|m| m.as_ptr_range()).collect();
+        let mut matrices = 0;
+        for param in layout.params().filter(|p| layout.slot(*p).unwrap().matrix) {
+            let entry = table.entries[layout.table_index(param)].as_ptr_range();
+            let start = entry.start.cast::<u8>();
+            let end = entry.end.cast::<u8>();
+            assert!(maps.iter().any(|m| m.start <= start && end <= m.end), "{param:?}");
+            matrices += 1;
+        }
+        assert!(matrices > 4);
+        assert_eq!(
+            loaded.as_weights().matrix(&layout, Param::Global(GlobalParam::Embed)),
+            view.matrix(&layout, Param::Global(GlobalParam::Embed))
+        );
     }
 
     #[test]

@@ -22,11 +22,13 @@ use std::time::Instant;
 use mft_core::{DType, Element};
 use mft_kernels::{GemmRhs, Kernels, Parallel};
 use mft_models::rng::Counter;
-use mft_models::{Adapters, Gradients, LoraLayout, Model, ModelConfig, Purpose, StepOptions};
+use mft_models::{
+    Adapters, Gradients, LoraLayout, Model, ModelConfig, ParamLayout, Purpose, StepOptions,
+};
 
 use crate::data::{Batcher, Example, MicroBatch, eval_batches};
 use crate::error::{Error, Result};
-use crate::hf::OwnedWeights;
+use crate::hf::ModelWeights;
 use crate::pool::ThreadPool;
 
 pub use optimizer::{Group, Optimizer, OptimizerConfig, OptimizerKind};
@@ -101,11 +103,11 @@ pub struct EvalReport {
 }
 
 /// A model being trained: weights, trainable tensors, gradients, optimizer, and the workspace.
-pub struct Trainer<T> {
+pub struct Trainer<T: 'static> {
     model: Model,
     kernels: Kernels,
     pool: ThreadPool,
-    weights: OwnedWeights<T>,
+    weights: ModelWeights<T>,
     trainable: Trainable,
     /// Per optimizer group, the gradients.
     grads: Vec<Vec<f32>>,
@@ -124,7 +126,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
     /// sequence beyond its context); threads that cannot start.
     pub fn new(
         model: Model,
-        weights: OwnedWeights<T>,
+        weights: ModelWeights<T>,
         trainable: Trainable,
         options: TrainOptions,
         threads: usize,
@@ -152,6 +154,11 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             .workspace_len(&kernels, lora, b, t, train, threads)
             .max(model.workspace_len(&kernels, lora, b, t, Purpose::Logits, threads));
         let group_lens = group_lens(&model, &trainable);
+        let mut weights = weights;
+        if matches!(trainable, Trainable::Full) {
+            // Trained weights need one writable store (not the mapped checkpoint files).
+            weights.stores_mut(model.layout());
+        }
         Ok(Trainer {
             grads: group_lens.iter().map(|&n| vec![0.0; n]).collect(),
             optimizer: Optimizer::new(options.optimizer, &group_lens),
@@ -183,7 +190,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
     }
 
     /// The weights (trained ones in full fine-tuning, frozen ones with LoRA).
-    pub fn weights(&self) -> &OwnedWeights<T> {
+    pub fn weights(&self) -> &ModelWeights<T> {
         &self.weights
     }
 
@@ -258,7 +265,8 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             });
         }
         let lr = self.options.schedule.lr(step);
-        let mut groups = groups(&mut self.weights, &mut self.trainable, &self.grads);
+        let mut groups =
+            groups(self.model.layout(), &mut self.weights, &mut self.trainable, &self.grads);
         self.optimizer.step(&self.kernels, lr, step + 1, &mut groups, &self.pool);
         self.step += 1;
         Ok(StepReport {
@@ -297,15 +305,15 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
 
     /// Parts for checkpoints: the trainable tensors per group and the optimizer.
     pub(crate) fn parts_mut(&mut self) -> (Vec<&mut [f32]>, &mut Optimizer, &mut u64) {
-        let tensors = trainable_tensors(&mut self.weights, &mut self.trainable);
+        let tensors =
+            trainable_tensors(self.model.layout(), &mut self.weights, &mut self.trainable);
         (tensors, &mut self.optimizer, &mut self.step)
     }
 
     /// The weights as f32, in full fine-tuning (where they are what is trained).
     pub fn full_weights(&self) -> Option<mft_models::Weights<'_, f32>> {
-        let matrices =
-            (T::DTYPE == DType::F32).then(|| bytemuck::cast_slice(&self.weights.matrices))?;
-        Some(mft_models::Weights { matrices, vectors: &self.weights.vectors })
+        let store = self.weights.matrix_store().filter(|_| T::DTYPE == DType::F32)?;
+        Some(mft_models::Weights::new(bytemuck::cast_slice(store), &self.weights.vectors))
     }
 }
 
@@ -318,7 +326,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
 pub fn evaluate_with<T: GemmRhs>(
     model: &Model,
     kernels: &Kernels,
-    weights: &OwnedWeights<T>,
+    weights: &ModelWeights<T>,
     adapters: Option<Adapters<'_>>,
     examples: &[Example],
     batch: usize,
@@ -377,7 +385,8 @@ fn group_lens(model: &Model, trainable: &Trainable) -> Vec<usize> {
 /// matrices decay and the norm weights and biases do not (as the Hugging Face Trainer groups
 /// them).
 fn groups<'a, T: Element>(
-    weights: &'a mut OwnedWeights<T>,
+    layout: &ParamLayout,
+    weights: &'a mut ModelWeights<T>,
     trainable: &'a mut Trainable,
     grads: &'a [Vec<f32>],
 ) -> Vec<Group<'a>> {
@@ -385,7 +394,7 @@ fn groups<'a, T: Element>(
         Trainable::Lora { .. } => &[true],
         Trainable::Full => &[true, false],
     };
-    trainable_tensors(weights, trainable)
+    trainable_tensors(layout, weights, trainable)
         .into_iter()
         .zip(grads)
         .zip(decays)
@@ -396,15 +405,16 @@ fn groups<'a, T: Element>(
 /// The trained tensors, in the order of the optimizer groups: the adapters; or the matrices
 /// and the vectors.
 fn trainable_tensors<'a, T: Element>(
-    weights: &'a mut OwnedWeights<T>,
+    layout: &ParamLayout,
+    weights: &'a mut ModelWeights<T>,
     trainable: &'a mut Trainable,
 ) -> Vec<&'a mut [f32]> {
     match trainable {
         Trainable::Lora { adapters, .. } => vec![&mut adapters[..]],
         Trainable::Full => {
-            let OwnedWeights { matrices, vectors } = weights;
+            let (matrices, vectors) = weights.stores_mut(layout);
             let matrices = as_f32_mut(matrices).expect("full fine-tuning holds f32 weights");
-            vec![matrices, &mut vectors[..]]
+            vec![matrices, vectors]
         }
     }
 }
