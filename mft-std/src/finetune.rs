@@ -257,6 +257,13 @@ fn run<T: GemmRhs + Element + Send + Sync>(
         dataset.eval.len(),
         args.data.display()
     ));
+    let mapped = trainer.weights().mapped_bytes();
+    if mapped > 0 {
+        log(format!(
+            "frozen weights: {:.1} MB read in place from the mapped checkpoint (not copied)",
+            mapped as f64 / 1e6
+        ));
+    }
     let mut metrics = MetricsLog::open(&args.out.join(METRICS_FILE), &history)?;
     let eval_before = if trainer.step_count() == 0 && !dataset.eval.is_empty() {
         let e = trainer.evaluate(&dataset.eval, pad)?;
