@@ -212,7 +212,7 @@ fn ctrl_c_saves_and_resume_finishes_the_same_run() {
     };
 
     let out = dir.path().join("interrupted");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mft"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mft"))
         .args(args(&out, 1_000_000))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
