@@ -48,6 +48,11 @@ pub enum Error {
         /// The limit it broke.
         limit: usize,
     },
+    /// A [`crate::BlockSource`] could not supply a block's matrices (it keeps the reason).
+    Paging {
+        /// The block asked for.
+        layer: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -63,6 +68,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidBatch { problem, value, limit } => {
                 write!(f, "batch: {problem} ({value}, limit {limit})")
+            }
+            Error::Paging { layer } => {
+                write!(f, "the matrices of block {layer} could not be paged in")
             }
         }
     }

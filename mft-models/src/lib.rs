@@ -60,6 +60,7 @@ pub mod error;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod paged;
 pub mod params;
 pub mod plan;
 pub mod rng;
@@ -69,6 +70,7 @@ pub use error::{Error, Result};
 pub use lora::{LoraConfig, LoraLayout, LoraTargets};
 pub use model::{Batch, Model, Purpose, StepOptions, WorkspaceSizes, shift_labels};
 pub use ops::{Adapters, Gradients};
+pub use paged::BlockSource;
 pub use params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
 pub use plan::{MemoryPlan, Mode};
 

@@ -27,7 +27,8 @@ use crate::config::{Family, ModelConfig};
 use crate::error::{Error, Result};
 use crate::lora::LoraLayout;
 use crate::ops::{Adapters, Ctx, Gradients, Norm, NormKind};
-use crate::params::{GlobalParam, Param, ParamLayout, Weights};
+use crate::paged::BlockSource;
+use crate::params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
 
 /// One batch of token ids with their next-token targets.
 #[derive(Debug, Clone, Copy)]
@@ -315,16 +316,68 @@ impl Model {
         kernels: &Kernels,
         weights: Weights<'_, T>,
         adapters: Option<Adapters<'_>>,
-        mut grads: Gradients<'_>,
+        grads: Gradients<'_>,
         batch: &Batch<'_>,
         options: StepOptions,
         workspace: &mut [f32],
         parallel: &dyn Parallel,
     ) -> Result<LossValue> {
+        let step = (kernels, weights, adapters, batch, options, parallel);
+        self.train_step_with(step, grads, workspace, None)
+    }
+
+    /// [`Model::train_step`] with the blocks' frozen matrices paged in from `source`, in the
+    /// order of [`Model::block_schedule`]`(true)`; `weights` supplies the rest (a table whose
+    /// block entries are not read). Full fine-tuning is not paged this way (its gradients
+    /// would be).
+    ///
+    /// # Errors
+    /// As [`Model::train_step`]; [`Error::Paging`] when `source` fails; a block matrix of the
+    /// wrong size.
+    #[allow(clippy::too_many_arguments)] // kernels, weights, source, adapters, gradients, data, memory, threads
+    pub fn train_step_paged<T: GemmRhs>(
+        &self,
+        kernels: &Kernels,
+        weights: Weights<'_, T>,
+        source: &mut dyn BlockSource<T>,
+        adapters: Option<Adapters<'_>>,
+        grads: Gradients<'_>,
+        batch: &Batch<'_>,
+        options: StepOptions,
+        workspace: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<LossValue> {
+        let step = (kernels, weights, adapters, batch, options, parallel);
+        self.train_step_with(step, grads, workspace, Some(source))
+    }
+
+    /// The order in which a paged step asks its [`BlockSource`] for blocks: every block
+    /// forward, then (training) every block backward, last to first.
+    pub fn block_schedule(&self, training: bool) -> impl Iterator<Item = usize> + use<> {
+        let layers = self.config.layers;
+        let backward = (0..layers).rev().filter(move |_| training);
+        (0..layers).chain(backward)
+    }
+
+    #[allow(clippy::type_complexity)] // The arguments of train_step, passed on.
+    fn train_step_with<T: GemmRhs>(
+        &self,
+        (kernels, weights, adapters, batch, options, parallel): (
+            &Kernels,
+            Weights<'_, T>,
+            Option<Adapters<'_>>,
+            &Batch<'_>,
+            StepOptions,
+            &dyn Parallel,
+        ),
+        mut grads: Gradients<'_>,
+        workspace: &mut [f32],
+        mut source: Option<&mut dyn BlockSource<T>>,
+    ) -> Result<LossValue> {
         let (b, t) = (batch.batch, batch.seq);
         self.check_batch(batch.input_ids, b, t)?;
         self.check_targets(batch)?;
-        self.check_weights(&weights, adapters)?;
+        self.check_weights(&weights, adapters, source.is_some())?;
         let lora = adapters.map(|a| a.layout);
         let purpose = Purpose::Train { checkpointed_blocks: options.checkpointed_blocks };
         let threads = parallel.threads();
@@ -348,7 +401,7 @@ impl Model {
             positions,
             first_block_input(&mut buf, d.n * self.config.hidden),
         );
-        self.blocks_forward(&ctx, &d, &mut buf, positions);
+        self.blocks_forward(&ctx, &mut source, &d, &mut buf, positions)?;
 
         // Final norm and the fused head + loss.
         let final_norm = self.final_norm();
@@ -380,7 +433,7 @@ impl Model {
             buf.scratch,
         );
 
-        self.blocks_backward(&ctx, &mut grads, &d, &mut buf, positions);
+        self.blocks_backward(&ctx, &mut source, &mut grads, &d, &mut buf, positions)?;
         self.embed_backward(&ctx, &mut grads, batch.input_ids, positions, buf.dx);
         Ok(loss)
     }
@@ -411,8 +464,16 @@ impl Model {
                 actual: logits.len(),
             });
         }
-        let buf = self
-            .eval_hidden(kernels, weights, adapters, input_ids, batch, seq, workspace, parallel)?;
+        let buf = self.eval_hidden(
+            kernels,
+            (weights, None),
+            adapters,
+            input_ids,
+            batch,
+            seq,
+            workspace,
+            parallel,
+        )?;
         let (h, v) = (self.config.hidden, self.config.vocab);
         let head = weights.matrix(&self.layout, self.head_param());
         kernels.gemm().run(
@@ -442,11 +503,44 @@ impl Model {
         workspace: &mut [f32],
         parallel: &dyn Parallel,
     ) -> Result<LossValue> {
+        self.loss_with(kernels, weights, None, adapters, batch, workspace, parallel)
+    }
+
+    /// [`Model::loss`] with the blocks' frozen matrices paged in from `source`, in the order of
+    /// [`Model::block_schedule`]`(false)`.
+    ///
+    /// # Errors
+    /// As [`Model::loss`]; [`Error::Paging`] when `source` fails.
+    #[allow(clippy::too_many_arguments)] // kernels, weights, source, adapters, data, memory, threads
+    pub fn loss_paged<T: GemmRhs>(
+        &self,
+        kernels: &Kernels,
+        weights: Weights<'_, T>,
+        source: &mut dyn BlockSource<T>,
+        adapters: Option<Adapters<'_>>,
+        batch: &Batch<'_>,
+        workspace: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<LossValue> {
+        self.loss_with(kernels, weights, Some(source), adapters, batch, workspace, parallel)
+    }
+
+    #[allow(clippy::too_many_arguments)] // kernels, weights, source, adapters, data, memory, threads
+    fn loss_with<T: GemmRhs>(
+        &self,
+        kernels: &Kernels,
+        weights: Weights<'_, T>,
+        source: Option<&mut dyn BlockSource<T>>,
+        adapters: Option<Adapters<'_>>,
+        batch: &Batch<'_>,
+        workspace: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<LossValue> {
         self.check_targets(batch)?;
         let (b, t) = (batch.batch, batch.seq);
         let buf = self.eval_hidden(
             kernels,
-            weights,
+            (weights, source),
             adapters,
             batch.input_ids,
             b,
@@ -474,7 +568,7 @@ impl Model {
     fn eval_hidden<'w, T: GemmRhs>(
         &self,
         kernels: &Kernels,
-        weights: Weights<'_, T>,
+        (weights, mut source): (Weights<'_, T>, Option<&mut dyn BlockSource<T>>),
         adapters: Option<Adapters<'_>>,
         input_ids: &[u32],
         batch: usize,
@@ -483,7 +577,7 @@ impl Model {
         parallel: &dyn Parallel,
     ) -> Result<Buffers<'w>> {
         self.check_batch(input_ids, batch, seq)?;
-        self.check_weights(&weights, adapters)?;
+        self.check_weights(&weights, adapters, source.is_some())?;
         let lora = adapters.map(|a| a.layout);
         let threads = parallel.threads();
         let mut buf =
@@ -504,17 +598,19 @@ impl Model {
         self.embed(&ctx, input_ids, positions, buf.replay.x);
         for layer in 0..self.config.layers {
             let rope = rope_of(&self.config, layer, buf.rope_global, buf.rope_local);
-            block::forward(
-                &ctx,
-                &d,
-                layer,
-                &mut buf.replay,
-                buf.x_final,
-                &mut buf.work,
-                buf.scratch,
-                rope,
-                positions,
-            );
+            self.in_block(&ctx, &mut source, layer, |ctx| {
+                block::forward(
+                    ctx,
+                    &d,
+                    layer,
+                    &mut buf.replay,
+                    buf.x_final,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            })?;
             buf.replay.x.copy_from_slice(buf.x_final);
         }
         self.final_norm().forward(&ctx, buf.x_final, buf.hidden, buf.mean, buf.rstd);
@@ -548,8 +644,9 @@ impl Model {
         &self,
         weights: &Weights<'_, T>,
         adapters: Option<Adapters<'_>>,
+        paged: bool,
     ) -> Result<()> {
-        if let Some((buffer, expected, actual)) = weights.size_mismatch(&self.layout) {
+        if let Some((buffer, expected, actual)) = weights.size_mismatch(&self.layout, paged) {
             return Err(Error::BufferSize { buffer, expected, actual });
         }
         match adapters {
@@ -641,10 +738,11 @@ impl Model {
     fn blocks_forward<T: GemmRhs>(
         &self,
         ctx: &Ctx<'_, T>,
+        source: &mut Option<&mut dyn BlockSource<T>>,
         d: &Dims,
         buf: &mut Buffers<'_>,
         positions: &[u32],
-    ) {
+    ) -> Result<()> {
         let layers = self.config.layers;
         let last = buf.block_range(layers - 1);
         for layer in 0..layers {
@@ -665,42 +763,48 @@ impl Model {
                     Saved::carve(&mut Carver::new(area), d)
                 };
                 replay.x.copy_from_slice(input);
-                block::forward(
-                    ctx,
-                    d,
-                    layer,
-                    &mut replay,
-                    out,
-                    &mut buf.work,
-                    buf.scratch,
-                    rope,
-                    positions,
-                );
+                self.in_block(ctx, source, layer, |ctx| {
+                    block::forward(
+                        ctx,
+                        d,
+                        layer,
+                        &mut replay,
+                        out,
+                        &mut buf.work,
+                        buf.scratch,
+                        rope,
+                        positions,
+                    );
+                })?;
             } else {
                 let mut saved = Saved::carve(&mut Carver::new(input), d);
-                block::forward(
-                    ctx,
-                    d,
-                    layer,
-                    &mut saved,
-                    out,
-                    &mut buf.work,
-                    buf.scratch,
-                    rope,
-                    positions,
-                );
+                self.in_block(ctx, source, layer, |ctx| {
+                    block::forward(
+                        ctx,
+                        d,
+                        layer,
+                        &mut saved,
+                        out,
+                        &mut buf.work,
+                        buf.scratch,
+                        rope,
+                        positions,
+                    );
+                })?;
             }
         }
+        Ok(())
     }
 
     fn blocks_backward<T: GemmRhs>(
         &self,
         ctx: &Ctx<'_, T>,
+        source: &mut Option<&mut dyn BlockSource<T>>,
         grads: &mut Gradients<'_>,
         d: &Dims,
         buf: &mut Buffers<'_>,
         positions: &[u32],
-    ) {
+    ) -> Result<()> {
         let layers = self.config.layers;
         let last = buf.block_range(layers - 1);
         for layer in (0..layers).rev() {
@@ -717,45 +821,85 @@ impl Model {
                     (Saved::carve(&mut Carver::new(tail), d), &head[this], &mut *buf.x_final)
                 };
                 replay.x.copy_from_slice(input);
-                block::forward(
-                    ctx,
-                    d,
-                    layer,
-                    &mut replay,
-                    replay_out,
-                    &mut buf.work,
-                    buf.scratch,
-                    rope,
-                    positions,
-                );
-                block::backward(
-                    ctx,
-                    grads,
-                    d,
-                    layer,
-                    &mut replay,
-                    buf.dx,
-                    &mut buf.work,
-                    buf.scratch,
-                    rope,
-                    positions,
-                );
+                self.in_block(ctx, source, layer, |ctx| {
+                    block::forward(
+                        ctx,
+                        d,
+                        layer,
+                        &mut replay,
+                        replay_out,
+                        &mut buf.work,
+                        buf.scratch,
+                        rope,
+                        positions,
+                    );
+                    block::backward(
+                        ctx,
+                        grads,
+                        d,
+                        layer,
+                        &mut replay,
+                        buf.dx,
+                        &mut buf.work,
+                        buf.scratch,
+                        rope,
+                        positions,
+                    );
+                })?;
             } else {
                 let mut saved = Saved::carve(&mut Carver::new(&mut buf.saved[this]), d);
-                block::backward(
-                    ctx,
-                    grads,
-                    d,
-                    layer,
-                    &mut saved,
-                    buf.dx,
-                    &mut buf.work,
-                    buf.scratch,
-                    rope,
-                    positions,
-                );
+                self.in_block(ctx, source, layer, |ctx| {
+                    block::backward(
+                        ctx,
+                        grads,
+                        d,
+                        layer,
+                        &mut saved,
+                        buf.dx,
+                        &mut buf.work,
+                        buf.scratch,
+                        rope,
+                        positions,
+                    );
+                })?;
             }
         }
+        Ok(())
+    }
+
+    /// Runs `run` on block `layer` with its matrices: from `ctx`'s weights, or paged in from
+    /// `source` (checked against the layout) when there is one.
+    fn in_block<T>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        source: &mut Option<&mut dyn BlockSource<T>>,
+        layer: usize,
+        run: impl FnOnce(&Ctx<'_, T>),
+    ) -> Result<()> {
+        let Some(source) = source else {
+            run(ctx);
+            return Ok(());
+        };
+        let block = source.block(layer).map_err(|()| Error::Paging { layer })?;
+        for p in LayerParam::ALL {
+            let Some(slot) = self.layout.slot(Param::Layer(layer, p)).filter(|s| s.matrix) else {
+                continue;
+            };
+            if block[p as usize].len() != slot.len {
+                return Err(Error::BufferSize {
+                    buffer: "a paged block matrix",
+                    expected: slot.len,
+                    actual: block[p as usize].len(),
+                });
+            }
+        }
+        let base = ctx.weights.matrices;
+        let weights = Weights {
+            matrices: Matrices::Block { layer, block: &block, base: &base },
+            vectors: ctx.weights.vectors,
+        };
+        run(&Ctx { weights, ..*ctx });
+        Ok(())
     }
 }
 

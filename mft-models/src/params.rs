@@ -456,10 +456,44 @@ impl ParamLayout {
     }
 }
 
+// Copy whatever `T` is: both hold only references.
+impl<T> Clone for Matrices<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Matrices<'_, T> {}
+impl<T> Clone for Weights<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Weights<'_, T> {}
+
+/// `param`'s matrix (at `slot`) in `matrices`.
+fn matrix_in<'a, T>(
+    matrices: &Matrices<'a, T>,
+    layout: &ParamLayout,
+    param: Param,
+    slot: Slot,
+) -> &'a [T] {
+    match *matrices {
+        Matrices::Store(store) => &store[slot.range()],
+        Matrices::Table(table) => table[layout.table_index(param)],
+        Matrices::Block { layer, block, base } => match param {
+            Param::Layer(l, p) => {
+                assert_eq!(l, layer, "block {l}'s matrix read while block {layer} is paged in");
+                block[p as usize]
+            }
+            Param::Global(_) => matrix_in(base, layout, param, slot),
+        },
+    }
+}
+
 /// Where a model's matrices are: one flat store, or one slice per parameter (which lets a
 /// caller hand the model tensors that stay where they are, such as memory-mapped checkpoint
 /// files, instead of copying them into one buffer).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Matrices<'a, T> {
     /// The matrix store ([`ParamLayout::matrix_len`] elements, tensors at their slots).
     Store(&'a [T]),
@@ -467,11 +501,21 @@ pub enum Matrices<'a, T> {
     /// [`ParamLayout::table_index`]`(param)`, holding [`Slot::len`] elements; entries of
     /// vectors and of parameters the model does not have are ignored (conventionally empty).
     Table(&'a [&'a [T]]),
+    /// While block `layer` runs in a paged step: its matrices (by [`LayerParam`] index, as a
+    /// [`crate::BlockSource`] hands them over), the globals from `base`.
+    Block {
+        /// The block.
+        layer: usize,
+        /// Its matrices.
+        block: &'a [&'a [T]; LAYER_PARAMS],
+        /// Where the other matrices are.
+        base: &'a Matrices<'a, T>,
+    },
 }
 
 /// A model's weights as the model reads them: matrices in `T` (f32, f16 or bf16), vectors in
 /// one f32 store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Weights<'a, T> {
     /// The matrices.
     pub matrices: Matrices<'a, T>,
@@ -489,10 +533,7 @@ impl<'a, T> Weights<'a, T> {
     pub fn matrix(&self, layout: &ParamLayout, param: Param) -> &'a [T] {
         let slot = layout.slot(param).expect("the model has this parameter");
         debug_assert!(slot.matrix);
-        match self.matrices {
-            Matrices::Store(store) => &store[slot.range()],
-            Matrices::Table(table) => table[layout.table_index(param)],
-        }
+        matrix_in(&self.matrices, layout, param, slot)
     }
 
     /// The vector of `param` (which must be a vector of the model).
@@ -503,9 +544,15 @@ impl<'a, T> Weights<'a, T> {
     }
 
     /// The first buffer whose size does not fit `layout`: `(name, expected, actual)`
-    /// (`weights.matrices`, a table entry named by its parameter index, or `weights.vectors`).
-    pub fn size_mismatch(&self, layout: &ParamLayout) -> Option<(&'static str, usize, usize)> {
+    /// (`weights.matrices`, a table entry, or `weights.vectors`). With `paged`, the blocks'
+    /// matrices come from a [`crate::BlockSource`] and a table's block entries are not checked.
+    pub fn size_mismatch(
+        &self,
+        layout: &ParamLayout,
+        paged: bool,
+    ) -> Option<(&'static str, usize, usize)> {
         match self.matrices {
+            Matrices::Block { .. } => return Some(("weights.matrices (one block's)", 0, 0)),
             Matrices::Store(store) if store.len() != layout.matrix_len() => {
                 return Some(("weights.matrices", layout.matrix_len(), store.len()));
             }
@@ -515,6 +562,9 @@ impl<'a, T> Weights<'a, T> {
                     return Some(("weights.matrices (table)", layout.table_len(), table.len()));
                 }
                 for param in layout.params() {
+                    if paged && matches!(param, Param::Layer(..)) {
+                        continue;
+                    }
                     let slot = layout.slot(param).expect("params() lists the layout's parameters");
                     let entry = table[layout.table_index(param)].len();
                     if slot.matrix && entry != slot.len {

@@ -3,10 +3,11 @@
 //! 30 AdamW steps on one batch learn it.
 
 use mft_kernels::{AdamW, IGNORE_INDEX, Kernels, Sequential};
+use mft_models::params::LAYER_PARAMS;
 use mft_models::rng::Counter;
 use mft_models::{
-    Adapters, Batch, Family, Gradients, LoraConfig, LoraLayout, LoraTargets, Matrices, Model,
-    ModelConfig, Purpose, Rope, StepOptions, Weights,
+    Adapters, Batch, BlockSource, Family, Gradients, LayerParam, LoraConfig, LoraLayout,
+    LoraTargets, Matrices, Model, ModelConfig, Param, Purpose, Rope, StepOptions, Weights,
 };
 
 /// A small config of each family, with GQA, a window shorter than the sequence and an untied
@@ -651,5 +652,119 @@ fn evaluation_loss_matches_the_step_and_the_logits() {
             "{family:?}: {} vs {reference}",
             eval.loss
         );
+    }
+}
+
+/// A [`BlockSource`] over copies of each block's matrices that records the blocks asked for
+/// (and can be told to fail at one).
+struct CopiedBlocks {
+    blocks: Vec<Vec<Vec<f32>>>,
+    asked: Vec<usize>,
+    fail_at: Option<usize>,
+}
+
+impl CopiedBlocks {
+    fn new(s: &Setup) -> CopiedBlocks {
+        let layout = s.model.layout();
+        let blocks = (0..s.model.config().layers)
+            .map(|layer| {
+                LayerParam::ALL
+                    .iter()
+                    .map(|&p| match layout.slot(Param::Layer(layer, p)) {
+                        Some(slot) if slot.matrix => s.matrices[slot.range()].to_vec(),
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        CopiedBlocks { blocks, asked: Vec::new(), fail_at: None }
+    }
+}
+
+impl BlockSource<f32> for CopiedBlocks {
+    fn block(&mut self, layer: usize) -> Result<[&[f32]; LAYER_PARAMS], ()> {
+        self.asked.push(layer);
+        if self.fail_at == Some(layer) {
+            return Err(());
+        }
+        Ok(std::array::from_fn(|p| self.blocks[layer][p].as_slice()))
+    }
+}
+
+/// A step whose block matrices are paged in equals the plain step bit for bit, asks for the
+/// blocks in `block_schedule` order, and fails cleanly when the source does.
+#[test]
+fn paged_blocks_give_the_step_of_resident_ones() {
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let s = setup(family, 29);
+        let params = s.model.layout();
+        let names = if family == Family::Gpt2 { ["c_attn"] } else { ["q_proj"] };
+        let lora = LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            dropout: 0.1,
+            rslora: false,
+            targets: LoraTargets::from_module_names(family, names).unwrap(),
+        };
+        let layout = LoraLayout::new(s.model.config(), &lora);
+        let adapters = random(layout.len(), 5, 0.2);
+        // Only the globals in the weights: block entries empty.
+        let mut table: Vec<&[f32]> = vec![&[]; params.table_len()];
+        for p in params.params().filter(|p| matches!(p, Param::Global(_))) {
+            let slot = params.slot(p).unwrap();
+            if slot.matrix {
+                table[params.table_index(p)] = &s.matrices[slot.range()];
+            }
+        }
+        let weights = Weights { matrices: Matrices::Table(&table), vectors: &s.vectors };
+        let k = Kernels::best();
+        for checkpointed_blocks in [0, 1] {
+            let expected =
+                lora_step_checkpointed(&s, &layout, &adapters, &s.matrices, checkpointed_blocks);
+            let purpose = Purpose::Train { checkpointed_blocks };
+            let len = s.model.workspace_len(&k, Some(&layout), s.batch, s.seq, purpose, 1);
+            let mut ws = vec![0.0; len];
+            let mut grads = vec![0.0; layout.len()];
+            let options =
+                StepOptions { checkpointed_blocks, dropout_seed: 3, ..StepOptions::default() };
+            let mut source = CopiedBlocks::new(&s);
+            let loss = s
+                .model
+                .train_step_paged(
+                    &k,
+                    weights,
+                    &mut source,
+                    Some(Adapters { layout: &layout, weights: &adapters }),
+                    Gradients::Lora(&mut grads),
+                    &s.batch(),
+                    options,
+                    &mut ws,
+                    &Sequential,
+                )
+                .unwrap();
+            assert_eq!((loss.loss, grads), expected, "{family:?}, {checkpointed_blocks} ckpt");
+            assert_eq!(source.asked, s.model.block_schedule(true).collect::<Vec<_>>());
+
+            // Evaluation pages the blocks forward only.
+            let eval_len = s.model.workspace_len(&k, None, s.batch, s.seq, Purpose::Logits, 1);
+            let mut ws = vec![0.0; eval_len];
+            let plain =
+                s.model.loss(&k, s.weights(), None, &s.batch(), &mut ws, &Sequential).unwrap();
+            let mut source = CopiedBlocks::new(&s);
+            let paged = s
+                .model
+                .loss_paged(&k, weights, &mut source, None, &s.batch(), &mut ws, &Sequential)
+                .unwrap();
+            assert_eq!(paged.loss, plain.loss, "{family:?}");
+            assert_eq!(source.asked, s.model.block_schedule(false).collect::<Vec<_>>());
+
+            let mut failing = CopiedBlocks::new(&s);
+            failing.fail_at = Some(1);
+            let err = s
+                .model
+                .loss_paged(&k, weights, &mut failing, None, &s.batch(), &mut ws, &Sequential)
+                .unwrap_err();
+            assert_eq!(err, mft_models::Error::Paging { layer: 1 });
+        }
     }
 }

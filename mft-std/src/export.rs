@@ -179,7 +179,7 @@ pub fn export_hf_snapshot(
     if ParamLayout::new(model) != *layout {
         return Err(output("the parameter layout was made for another model".into()));
     }
-    if let Some((buffer, expected, actual)) = weights.size_mismatch(layout) {
+    if let Some((buffer, expected, actual)) = weights.size_mismatch(layout, false) {
         return Err(output(format!(
             "{buffer} holds {actual} values where the layout has {expected}"
         )));
