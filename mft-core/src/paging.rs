@@ -137,8 +137,9 @@ impl<'s, S: ShardStore<'s>> Pager<'s, S> {
         let resident = matches!(&self.current, Some((s, _)) if *s == shard);
         if !resident {
             debug_assert_eq!(self.in_flight.map(|i| self.schedule[i]), Some(shard));
-            let (got, slot) = self.store.wait().map_err(PagerError::Store)?;
+            // Whatever `wait` says, that read is no longer in flight.
             self.in_flight = None;
+            let (got, slot) = self.store.wait().map_err(PagerError::Store)?;
             if got != shard {
                 return Err(PagerError::OutOfOrder { expected: shard, got });
             }
@@ -171,20 +172,16 @@ impl<'s, S: ShardStore<'s>> Pager<'s, S> {
         self.slot_len
     }
 
-    /// The store, and the two slots back (waiting for a read still in flight).
+    /// The store back, once a read still in flight has finished (the slots are the caller's
+    /// again when the pager is gone).
     ///
     /// # Errors
     /// The store failed finishing the read in flight.
-    pub fn finish(mut self) -> Result<(S, [&'s mut [u8]; 2]), PagerError<S::Error>> {
-        if let Some((_, slot)) = self.current.take() {
-            self.put_spare(slot);
-        }
+    pub fn finish(mut self) -> Result<S, PagerError<S::Error>> {
         if self.in_flight.take().is_some() {
-            let (_, slot) = self.store.wait().map_err(PagerError::Store)?;
-            self.put_spare(slot);
+            self.store.wait().map_err(PagerError::Store)?;
         }
-        let [Some(a), Some(b)] = self.spare else { unreachable!("the two slots are back") };
-        Ok((self.store, [a, b]))
+        Ok(self.store)
     }
 
     fn take_spare(&mut self) -> &'s mut [u8] {
@@ -250,7 +247,7 @@ mod tests {
         assert_eq!(seen, schedule);
         assert_eq!(pager.advance().unwrap_err(), PagerError::ScheduleEnded { len: 8 });
         assert_eq!(pager.reads(), 7);
-        let (store, _) = pager.finish().unwrap();
+        let store = pager.finish().unwrap();
         assert_eq!(store.submitted, [0, 1, 2, 3, 2, 1, 0]);
     }
 
@@ -284,18 +281,27 @@ mod tests {
     }
 
     #[test]
-    fn finish_returns_both_slots_and_an_empty_schedule_reads_nothing() {
+    fn finish_waits_for_the_read_in_flight_and_an_empty_schedule_reads_nothing() {
         let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
         let pager = Pager::new(fake(), &[], [&mut a, &mut b]).unwrap();
-        let (store, slots) = pager.finish().unwrap();
-        assert!(store.submitted.is_empty());
-        assert_eq!(slots.map(|s| s.len()), [4, 4]);
+        assert!(pager.finish().unwrap().submitted.is_empty());
 
         let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
         let mut pager = Pager::new(fake(), &[0, 1, 2], [&mut a, &mut b]).unwrap();
         pager.advance().unwrap(); // 1 is in flight now.
-        let (store, slots) = pager.finish().unwrap();
+        let store = pager.finish().unwrap();
         assert!(store.queue.is_empty());
-        assert_eq!(slots.map(|s| s.len()), [4, 4]);
+        assert_eq!(store.log, ["submit", "wait", "submit", "wait"]);
+    }
+
+    /// A failed read is not waited for again (that would block forever on a threaded store).
+    #[test]
+    fn a_failed_read_is_not_in_flight_any_more() {
+        let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+        let mut pager = Pager::new(fake(), &[0, 1], [&mut a, &mut b]).unwrap();
+        pager.store.queue.clear(); // The read is lost: `wait` fails.
+        assert_eq!(pager.advance().unwrap_err(), PagerError::Store("nothing in flight"));
+        let store = pager.finish().unwrap();
+        assert_eq!(store.log, ["submit", "wait"]);
     }
 }

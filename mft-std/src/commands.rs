@@ -122,8 +122,8 @@ impl Evaluated {
 /// # Errors
 /// Bad model, adapter or data (named).
 pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
-    let e = Evaluated::load(&args.model, args.adapter.as_deref())?;
-    let report = eval_report(&e, &args.data, args.batch, args.seq, args.threads)?;
+    let mut e = Evaluated::load(&args.model, args.adapter.as_deref())?;
+    let report = eval_report(&mut e, &args.data, args.batch, args.seq, args.threads)?;
     if args.json {
         println!(
             "{}",
@@ -139,7 +139,7 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
 }
 
 fn eval_report(
-    e: &Evaluated,
+    e: &mut Evaluated,
     data_path: &Path,
     batch: usize,
     seq: Option<usize>,
@@ -153,16 +153,18 @@ fn eval_report(
     options.shuffle = false;
     options.eval_fraction = 0.0;
     let examples = data::load(data_path, encoder, &options)?.train;
+    let pad = encoder.eos_id();
     let pool = ThreadPool::new(threads)?;
     let mut workspace = Vec::new();
+    let adapters = e.lora.as_ref().map(|(layout, weights)| Adapters { layout, weights });
     evaluate_with(
         &e.loaded.model,
         &Kernels::best(),
-        &e.loaded.weights,
-        e.adapters(),
+        &mut e.loaded.weights,
+        adapters,
         &examples,
         batch,
-        encoder.eos_id(),
+        pad,
         &mut workspace,
         &pool,
     )

@@ -16,6 +16,7 @@ pub mod finetune;
 pub mod fsio;
 pub mod generate;
 pub mod hf;
+pub mod paging;
 pub mod pool;
 pub mod progress;
 pub mod random;

@@ -31,15 +31,18 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::paging::{PagedBlocks, Piece};
 
 /// A model's weights in memory: the owned counterpart of [`Weights`]. Matrices are either one
 /// owned store (random weights, full fine-tuning) or one slice per tensor (a loaded
 /// checkpoint: mapped from its files where possible); vectors are one owned f32 store.
-#[derive(Clone)]
 pub struct ModelWeights<T: 'static> {
     matrices: MatrixStorage<T>,
     /// The vector store ([`ParamLayout::vector_len`] elements).
     pub vectors: Vec<f32>,
+    /// Where the blocks' matrices are, when they are paged in per block (then the matrix
+    /// table holds only the others).
+    paged: Option<Box<PagedBlocks<T>>>,
 }
 
 #[derive(Clone)]
@@ -69,7 +72,7 @@ struct Backing<T> {
 impl<T: Element> ModelWeights<T> {
     /// Weights in two flat stores laid out by a [`ParamLayout`].
     pub fn from_stores(matrices: Vec<T>, vectors: Vec<f32>) -> ModelWeights<T> {
-        ModelWeights { matrices: MatrixStorage::Store(matrices), vectors }
+        ModelWeights { matrices: MatrixStorage::Store(matrices), vectors, paged: None }
     }
 
     /// The weights as the borrowed view the model reads.
@@ -89,18 +92,17 @@ impl<T: Element> ModelWeights<T> {
         }
     }
 
-    /// Both stores, writable; matrices held per tensor are first copied into one store laid
-    /// out by `layout` (the layout they were loaded with), releasing the mapped files.
+    /// Both stores, writable; matrices held per tensor (or paged) are first gathered into one
+    /// store laid out by `layout` (the layout they were loaded with), releasing the mapped
+    /// files.
+    ///
+    /// # Panics
+    /// When paged blocks cannot be read any more (their files changed since loading).
     pub fn stores_mut(&mut self, layout: &ParamLayout) -> (&mut [T], &mut [f32]) {
-        if let MatrixStorage::Table(table) = &self.matrices {
-            let mut store = vec![T::default(); layout.matrix_len()];
-            for param in layout.params() {
-                let slot = layout.slot(param).expect("params() lists the layout's parameters");
-                if slot.matrix {
-                    store[slot.range()].copy_from_slice(table.entries[layout.table_index(param)]);
-                }
-            }
+        if let MatrixStorage::Table(_) = &self.matrices {
+            let store = self.gather(layout).expect("the checkpoint files are still readable");
             self.matrices = MatrixStorage::Store(store);
+            self.paged = None;
         }
         let MatrixStorage::Store(store) = &mut self.matrices else { unreachable!("made above") };
         (store, &mut self.vectors)
@@ -108,10 +110,48 @@ impl<T: Element> ModelWeights<T> {
 
     /// The two flat stores (copies), laid out by `layout`, the layout the weights were loaded
     /// with.
-    pub fn to_stores(&self, layout: &ParamLayout) -> (Vec<T>, Vec<f32>) {
-        let mut copy = self.clone();
-        let (matrices, vectors) = copy.stores_mut(layout);
-        (matrices.to_vec(), vectors.to_vec())
+    ///
+    /// # Errors
+    /// Paged blocks that cannot be read.
+    pub fn to_stores(&self, layout: &ParamLayout) -> Result<(Vec<T>, Vec<f32>)> {
+        Ok((self.gather(layout)?, self.vectors.clone()))
+    }
+
+    /// Every matrix in one store laid out by `layout`.
+    fn gather(&self, layout: &ParamLayout) -> Result<Vec<T>> {
+        let mut store = vec![T::default(); layout.matrix_len()];
+        match &self.matrices {
+            MatrixStorage::Store(matrices) => store.copy_from_slice(matrices),
+            MatrixStorage::Table(table) => {
+                for param in layout.params() {
+                    let slot = layout.slot(param).expect("params() lists the layout's parameters");
+                    let paged = self.paged.is_some() && matches!(param, Param::Layer(..));
+                    if slot.matrix && !paged {
+                        store[slot.range()]
+                            .copy_from_slice(table.entries[layout.table_index(param)]);
+                    }
+                }
+            }
+        }
+        if let Some(paged) = &self.paged {
+            paged.read_into_store(layout, &mut store)?;
+        }
+        Ok(store)
+    }
+
+    /// The blocks' matrices paged in per block, when they are.
+    pub fn paged(&self) -> Option<&PagedBlocks<T>> {
+        self.paged.as_deref()
+    }
+
+    /// The weights the model reads, and the paged blocks (when there are) to page in the
+    /// rest: what a step needs, borrowed at once.
+    pub fn for_step(&mut self) -> (Weights<'_, T>, Option<&mut PagedBlocks<T>>) {
+        let matrices = match &self.matrices {
+            MatrixStorage::Store(store) => Matrices::Store(store),
+            MatrixStorage::Table(table) => Matrices::Table(&table.entries),
+        };
+        (Weights { matrices, vectors: &self.vectors }, self.paged.as_deref_mut())
     }
 
     /// Bytes of matrices read in place from mapped checkpoint files (0 when none are).
@@ -270,6 +310,24 @@ pub fn load_weights<T: Element>(
     files: &[PathBuf],
     layout: &ParamLayout,
 ) -> Result<ModelWeights<T>> {
+    load(files, layout, false)
+}
+
+/// [`load_weights`] for paging: the blocks' matrices are not read but located (see
+/// [`PagedBlocks`]); the other matrices and the vectors are read with `pread` into owned
+/// buffers, in chunks, so that loading never holds a file's pages mapped (the process's peak
+/// memory is what it keeps, not the files).
+///
+/// # Errors
+/// As [`load_weights`].
+pub fn load_weights_paged<T: Element>(
+    files: &[PathBuf],
+    layout: &ParamLayout,
+) -> Result<ModelWeights<T>> {
+    load(files, layout, true)
+}
+
+fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Result<ModelWeights<T>> {
     let family = layout.family();
     let hidden = hidden_width(layout);
     // Every name a parameter may have in the files, mapped to the parameter.
@@ -286,12 +344,26 @@ pub fn load_weights<T: Element>(
     let mut maps: Vec<Mmap> = Vec::with_capacity(files.len());
     let mut mapped_bytes = 0;
     let mut loaded: HashSet<Param> = HashSet::new();
+    let layers = layout.params().filter_map(|p| match p {
+        Param::Layer(l, _) => Some(l + 1),
+        Param::Global(_) => None,
+    });
+    let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); layers.max().unwrap_or(0)];
+    let mut opened: Vec<File> = Vec::new();
     for path in files {
         let map = map_file(path)?;
         let (header, metadata) = SafeTensors::read_metadata(&map)
             .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
         // read_metadata has checked that the tensors tile the rest of the file exactly.
         let data = &map[8 + header..];
+        let file = if paged {
+            let file =
+                File::open(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            opened.push(file);
+            opened.last()
+        } else {
+            None
+        };
         for name in metadata.offset_keys() {
             let Some(&param) = wanted.get(&name) else {
                 if skipped_tensor(&name, family, tied_head) {
@@ -310,9 +382,31 @@ pub fn load_weights<T: Element>(
                 dtype: info.dtype,
                 shape: &info.shape,
                 bytes: &data[info.data_offsets.0..info.data_offsets.1],
+                offset: (8 + header + info.data_offsets.0) as u64,
             };
             tensor.expect_shape(&hf_shape(param, slot, hidden, family))?;
-            if !slot.matrix {
+            let source = tensor.source_type()?;
+            if let Some(file) = file {
+                // Paged: locate the blocks' matrices, read the rest from the file.
+                match param {
+                    Param::Layer(layer, p) if slot.matrix => pieces[layer].push(Piece {
+                        param: p,
+                        file: opened.len() - 1,
+                        offset: tensor.offset,
+                        stored: source,
+                        elements: slot.len,
+                    }),
+                    _ if slot.matrix => {
+                        let mut copy = vec![T::default(); slot.len].into_boxed_slice();
+                        read_converted(file, tensor.offset, source, &mut copy, path)?;
+                        // SAFETY: as below.
+                        entries[layout.table_index(param)] =
+                            unsafe { std::slice::from_raw_parts(copy.as_ptr(), copy.len()) };
+                        copies.push(copy);
+                    }
+                    _ => read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?,
+                }
+            } else if !slot.matrix {
                 tensor.convert_into(&mut vectors[slot.range()])?;
             } else if let Some(in_place) = tensor.in_place::<T>() {
                 // SAFETY: the bytes are in `map`, which moves into `maps` below and so lives,
@@ -331,7 +425,9 @@ pub fn load_weights<T: Element>(
             }
             loaded.insert(param);
         }
-        maps.push(map);
+        if !paged {
+            maps.push(map);
+        }
     }
     if let Some(missing) = layout.params().find(|p| !loaded.contains(p)) {
         return Err(Error::MissingTensor {
@@ -341,7 +437,50 @@ pub fn load_weights<T: Element>(
     }
     let backing = Arc::new(Backing { _copies: copies, _maps: maps });
     let table = TensorTable { entries, _backing: backing, mapped_bytes };
-    Ok(ModelWeights { matrices: MatrixStorage::Table(table), vectors })
+    let paged_blocks = paged.then(|| {
+        let files = files.iter().cloned().zip(opened).collect();
+        Box::new(PagedBlocks::new(files, pieces))
+    });
+    Ok(ModelWeights { matrices: MatrixStorage::Table(table), vectors, paged: paged_blocks })
+}
+
+/// Reads `dst.len()` elements stored as `stored` at `offset` of `file` into `dst`, converting
+/// chunk by chunk (a bounded buffer, whatever the tensor's size).
+pub(crate) fn read_converted<T: Element>(
+    file: &File,
+    offset: u64,
+    stored: mft_core::DType,
+    dst: &mut [T],
+    path: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    if stored == T::DTYPE && cfg!(target_endian = "little") {
+        return file.read_exact_at(bytemuck::cast_slice_mut(dst), offset).map_err(io);
+    }
+    const CHUNK: usize = 1 << 16;
+    let size = stored.size_bytes();
+    let mut buffer = vec![0u8; CHUNK * size];
+    for (i, chunk) in dst.chunks_mut(CHUNK).enumerate() {
+        let bytes = &mut buffer[..chunk.len() * size];
+        file.read_exact_at(bytes, offset + (i * CHUNK * size) as u64).map_err(io)?;
+        convert_bytes(bytes, stored, chunk);
+    }
+    Ok(())
+}
+
+/// `dst[i] = element i of little-endian `bytes` stored as `stored``, converted to `T`.
+pub(crate) fn convert_bytes<T: Element>(bytes: &[u8], stored: mft_core::DType, dst: &mut [T]) {
+    debug_assert_eq!(bytes.len(), dst.len() * stored.size_bytes());
+    if stored == T::DTYPE && cfg!(target_endian = "little") {
+        bytemuck::cast_slice_mut::<T, u8>(dst).copy_from_slice(bytes);
+        return;
+    }
+    match stored {
+        mft_core::DType::F32 => widen(bytes, dst, f32::from_le_bytes),
+        mft_core::DType::F16 => widen(bytes, dst, |b| f16::from_le_bytes(b).to_f32()),
+        mft_core::DType::BF16 => widen(bytes, dst, |b| bf16::from_le_bytes(b).to_f32()),
+    }
 }
 
 /// Whether `name` is a tensor transformers' checkpoints carry that is no parameter mft reads.
@@ -384,6 +523,7 @@ pub fn load_adapters(path: &Path, layout: &LoraLayout) -> Result<Vec<f32>> {
             dtype: view.dtype(),
             shape: view.shape(),
             bytes: view.data(),
+            offset: 0, // Not read by offset.
         };
         tensor.expect_shape(&expected)?;
         tensor.convert_into(&mut buffer[layout.range(layer, param, is_b)])?;
@@ -456,6 +596,8 @@ struct Tensor<'a> {
     dtype: Dtype,
     shape: &'a [usize],
     bytes: &'a [u8],
+    /// Where the bytes start in the file.
+    offset: u64,
 }
 
 impl Tensor<'_> {
@@ -485,30 +627,23 @@ impl Tensor<'_> {
         bytemuck::try_cast_slice(self.bytes).ok()
     }
 
+    /// The stored element type, if mft reads it.
+    fn source_type(&self) -> Result<mft_core::DType> {
+        match self.dtype {
+            Dtype::F32 => Ok(mft_core::DType::F32),
+            Dtype::F16 => Ok(mft_core::DType::F16),
+            Dtype::BF16 => Ok(mft_core::DType::BF16),
+            other => Err(Error::TensorDtype {
+                path: self.path.to_path_buf(),
+                tensor: self.name.to_string(),
+                dtype: other.to_string(),
+            }),
+        }
+    }
+
     /// Converts the tensor (whose element count matches `dst`) into `dst`.
     fn convert_into<T: Element>(&self, dst: &mut [T]) -> Result<()> {
-        let source = match self.dtype {
-            Dtype::F32 => mft_core::DType::F32,
-            Dtype::F16 => mft_core::DType::F16,
-            Dtype::BF16 => mft_core::DType::BF16,
-            other => {
-                return Err(Error::TensorDtype {
-                    path: self.path.to_path_buf(),
-                    tensor: self.name.to_string(),
-                    dtype: other.to_string(),
-                });
-            }
-        };
-        debug_assert_eq!(self.bytes.len(), dst.len() * source.size_bytes());
-        if source == T::DTYPE && cfg!(target_endian = "little") {
-            bytemuck::cast_slice_mut::<T, u8>(dst).copy_from_slice(self.bytes);
-            return Ok(());
-        }
-        match source {
-            mft_core::DType::F32 => widen(self.bytes, dst, f32::from_le_bytes),
-            mft_core::DType::F16 => widen(self.bytes, dst, |b| f16::from_le_bytes(b).to_f32()),
-            mft_core::DType::BF16 => widen(self.bytes, dst, |b| bf16::from_le_bytes(b).to_f32()),
-        }
+        convert_bytes(self.bytes, self.source_type()?, dst);
         Ok(())
     }
 }

@@ -8,5 +8,7 @@ pub mod config;
 mod fields;
 
 pub use adapter::{parse_lora_config, read_lora_config};
-pub use checkpoint::{ModelWeights, checkpoint_files, load_adapters, load_weights};
+pub use checkpoint::{
+    ModelWeights, checkpoint_files, load_adapters, load_weights, load_weights_paged,
+};
 pub use config::{parse_model_config, read_model_config};

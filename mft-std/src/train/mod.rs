@@ -116,6 +116,8 @@ pub struct Trainer<T: 'static> {
     workspace: Vec<f32>,
     micro: Vec<MicroBatch>,
     step: u64,
+    /// The order a training step pages blocks in (when they are paged).
+    train_schedule: Vec<usize>,
 }
 
 impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
@@ -171,6 +173,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             workspace: vec![0.0; len],
             micro: vec![MicroBatch::default(); options.grad_accum],
             step: 0,
+            train_schedule: model.block_schedule(true).collect(),
         })
     }
 
@@ -236,19 +239,21 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
                 (Trainable::Full, [m, v]) => (None, Gradients::Full { matrices: m, vectors: v }),
                 _ => unreachable!("the groups follow the trainable"),
             };
-            let loss = self
-                .model
-                .train_step(
-                    &self.kernels,
-                    self.weights.as_weights(),
-                    adapters,
-                    grads,
-                    &batch,
-                    options,
-                    &mut self.workspace,
-                    &self.pool,
-                )
-                .map_err(|e| Error::Training { problem: e.to_string() })?;
+            let (model, kernels, pool) = (&self.model, &self.kernels, &self.pool);
+            let workspace = &mut self.workspace;
+            let loss = match self.weights.for_step() {
+                (weights, None) => model
+                    .train_step(
+                        kernels, weights, adapters, grads, &batch, options, workspace, pool,
+                    )
+                    .map_err(|e| Error::Training { problem: e.to_string() })?,
+                (weights, Some(paged)) => paged.run(&self.train_schedule, |source| {
+                    model.train_step_paged(
+                        kernels, weights, source, adapters, grads, &batch, options, workspace,
+                        pool,
+                    )
+                })?,
+            };
             loss_sum += loss.loss as f64 * loss.valid_tokens as f64;
         }
         let grad_norm = if self.options.max_grad_norm > 0.0 {
@@ -288,7 +293,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         evaluate_with(
             &self.model,
             &self.kernels,
-            &self.weights,
+            &mut self.weights,
             match &self.trainable {
                 Trainable::Lora { layout, adapters } => {
                     Some(Adapters { layout, weights: adapters })
@@ -326,7 +331,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
 pub fn evaluate_with<T: GemmRhs>(
     model: &Model,
     kernels: &Kernels,
-    weights: &ModelWeights<T>,
+    weights: &mut ModelWeights<T>,
     adapters: Option<Adapters<'_>>,
     examples: &[Example],
     batch: usize,
@@ -335,6 +340,7 @@ pub fn evaluate_with<T: GemmRhs>(
     pool: &ThreadPool,
 ) -> Result<EvalReport> {
     let (mut sum, mut tokens) = (0.0f64, 0usize);
+    let eval_schedule: Vec<usize> = model.block_schedule(false).collect();
     for micro in eval_batches(examples, batch, pad_id) {
         let need = model.workspace_len(
             kernels,
@@ -347,9 +353,15 @@ pub fn evaluate_with<T: GemmRhs>(
         if workspace.len() < need {
             workspace.resize(need, 0.0);
         }
-        let loss = model
-            .loss(kernels, weights.as_weights(), adapters, &micro.as_batch(), workspace, pool)
-            .map_err(|e| Error::Training { problem: e.to_string() })?;
+        let batch = micro.as_batch();
+        let loss = match weights.for_step() {
+            (weights, None) => model
+                .loss(kernels, weights, adapters, &batch, workspace, pool)
+                .map_err(|e| Error::Training { problem: e.to_string() })?,
+            (weights, Some(paged)) => paged.run(&eval_schedule, |source| {
+                model.loss_paged(kernels, weights, source, adapters, &batch, workspace, pool)
+            })?,
+        };
         sum += loss.loss as f64 * loss.valid_tokens as f64;
         tokens += loss.valid_tokens;
     }

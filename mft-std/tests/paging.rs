@@ -1,0 +1,178 @@
+//! Paged frozen weights: a LoRA run whose blocks are paged in from the checkpoint files one at
+//! a time trains and evaluates exactly like the run with every weight resident, reads each
+//! block in the documented order, and names the file when a read fails.
+
+use std::path::Path;
+
+use mft_core::bf16;
+use mft_models::{
+    Family, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig, ParamLayout, Rope,
+};
+use mft_std::data::{Batcher, Example};
+use mft_std::export::export_hf_snapshot;
+use mft_std::hf::{ModelWeights, checkpoint_files, load_weights, load_weights_paged};
+use mft_std::random::random_weights;
+use mft_std::train::{
+    OptimizerConfig, OptimizerKind, Schedule, ScheduleKind, TrainOptions, Trainable, Trainer,
+};
+
+fn tiny(family: Family) -> ModelConfig {
+    let mut c = ModelConfig::gpt2_with(32, 3, 4);
+    c.vocab = 64;
+    c.max_positions = 32;
+    c.intermediate = 64;
+    match family {
+        Family::Gpt2 => c,
+        Family::Qwen2 => ModelConfig {
+            family,
+            kv_heads: 2,
+            norm_eps: 1e-6,
+            tie_embeddings: false,
+            rope: Some(Rope { base: 10_000.0, linear_factor: 1.0 }),
+            ..c
+        },
+        Family::Gemma3 => ModelConfig {
+            family,
+            kv_heads: 2,
+            norm_eps: 1e-6,
+            rope: Some(Rope { base: 10_000.0, linear_factor: 1.0 }),
+            rope_local: Some(Rope { base: 1_000.0, linear_factor: 1.0 }),
+            sliding_window: Some(5),
+            sliding_layers: 0b011,
+            padding_idx: Some(0),
+            ..c
+        },
+    }
+}
+
+fn examples() -> Vec<Example> {
+    (0..12)
+        .map(|i| {
+            let len = 6 + (i * 5) % 11;
+            let ids: Vec<u32> = (0..len).map(|t| ((i + 3 * t) % 60) as u32 + 1).collect();
+            Example { ids, scored: vec![true; len] }
+        })
+        .collect()
+}
+
+fn lora(config: &ModelConfig) -> Trainable {
+    let names: &[&str] = match config.family {
+        Family::Gpt2 => &["c_attn", "c_fc"],
+        _ => &["q_proj", "down_proj"],
+    };
+    let targets = LoraTargets::from_module_names(config.family, names.iter().copied()).unwrap();
+    let layout = LoraLayout::new(
+        config,
+        &LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, rslora: false, targets },
+    );
+    let mut adapters = vec![0.0; layout.len()];
+    layout.init(3, &mut adapters);
+    let len = adapters.len();
+    for (i, a) in adapters.iter_mut().enumerate().skip(len / 2) {
+        *a = ((i % 7) as f32 - 3.0) * 1e-2;
+    }
+    Trainable::Lora { layout, adapters }
+}
+
+fn options(checkpointed_blocks: usize) -> TrainOptions {
+    TrainOptions {
+        steps: 4,
+        batch: 2,
+        seq: 16,
+        grad_accum: 2,
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::AdamW,
+            momentum: 0.0,
+            weight_decay: 0.01,
+        },
+        schedule: Schedule { kind: ScheduleKind::Constant, peak_lr: 3e-3, warmup: 0, total: 4 },
+        max_grad_norm: 1.0,
+        seed: 7,
+        checkpointed_blocks,
+    }
+}
+
+/// Four LoRA steps and an evaluation; the adapters and the losses.
+fn run<T: mft_kernels::GemmRhs + mft_core::Element + Send + Sync>(
+    config: &ModelConfig,
+    weights: ModelWeights<T>,
+    checkpointed_blocks: usize,
+) -> (Vec<f32>, Vec<f32>, f64, Trainer<T>) {
+    let model = Model::new(*config).unwrap();
+    let mut trainer =
+        Trainer::new(model, weights, lora(config), options(checkpointed_blocks), 2).unwrap();
+    let mut batcher = Batcher::new(examples(), 2, 0, 7, true);
+    let losses = (0..4).map(|_| trainer.train_step(&mut batcher).unwrap().loss).collect();
+    let eval = trainer.evaluate(&examples()[..5], 0).unwrap().loss;
+    let Trainable::Lora { adapters, .. } = trainer.trainable() else { unreachable!() };
+    (adapters.clone(), losses, eval, trainer)
+}
+
+fn snapshot(config: &ModelConfig, dir: &Path) {
+    let layout = ParamLayout::new(config);
+    let weights = random_weights::<f32>(config, 11);
+    export_hf_snapshot(dir, config, &layout, weights.as_weights(), None).unwrap();
+}
+
+#[test]
+fn paged_runs_equal_resident_runs() {
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let config = tiny(family);
+        let layout = ParamLayout::new(&config);
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(&config, dir.path());
+        let files = checkpoint_files(dir.path()).unwrap();
+        for checkpointed_blocks in [0, 2] {
+            // f32 as stored, and bf16 converted while paging in.
+            let resident =
+                run::<f32>(&config, load_weights(&files, &layout).unwrap(), checkpointed_blocks);
+            let paged = run::<f32>(
+                &config,
+                load_weights_paged(&files, &layout).unwrap(),
+                checkpointed_blocks,
+            );
+            assert_eq!(paged.0, resident.0, "{family:?}: adapters");
+            assert_eq!(
+                (paged.1.clone(), paged.2),
+                (resident.1.clone(), resident.2),
+                "{family:?}: losses"
+            );
+            let blocks = paged.3.weights().paged().expect("paged");
+            // Per micro-batch 2·layers − 1 reads (the last block once); 4 steps of 2; then the
+            // evaluation's batches, a read per block each.
+            let eval_batches = 3;
+            assert_eq!(blocks.reads(), 4 * 2 * (2 * 3 - 1) + eval_batches * 3, "{family:?}");
+
+            let resident =
+                run::<bf16>(&config, load_weights(&files, &layout).unwrap(), checkpointed_blocks);
+            let paged = run::<bf16>(
+                &config,
+                load_weights_paged(&files, &layout).unwrap(),
+                checkpointed_blocks,
+            );
+            assert_eq!(paged.0, resident.0, "{family:?}: bf16 adapters");
+            assert_eq!(paged.2, resident.2, "{family:?}: bf16 eval");
+        }
+    }
+}
+
+#[test]
+fn a_failed_read_names_the_file() {
+    let config = tiny(Family::Gpt2);
+    let layout = ParamLayout::new(&config);
+    let dir = tempfile::tempdir().unwrap();
+    snapshot(&config, dir.path());
+    let files = checkpoint_files(dir.path()).unwrap();
+    let weights = load_weights_paged::<f32>(&files, &layout).unwrap();
+    // The file shrinks under the run: the last block cannot be read.
+    let file = std::fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len / 2).unwrap();
+    let model = Model::new(config).unwrap();
+    let mut trainer = Trainer::new(model, weights, lora(&config), options(0), 1).unwrap();
+    let mut batcher = Batcher::new(examples(), 2, 0, 7, true);
+    let err = trainer.train_step(&mut batcher).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, mft_std::Error::Io { ref path, .. } if *path == files[0]), "{message}");
+    assert_eq!(message.lines().count(), 1);
+}
