@@ -407,6 +407,7 @@ pub fn demo(out: &Path, threads: usize, stop: &AtomicBool) -> Result<()> {
         eval_every: 50,
         save_every: 0,
         checkpoint_blocks: 0,
+        mem_budget: None,
         resume: false,
         overwrite: true,
         quiet: false,

@@ -22,13 +22,14 @@ use mft_core::{DType, Element, bf16, f16};
 use mft_kernels::GemmRhs;
 use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets};
 
+use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions, Dataset, TextEncoder};
 use crate::error::{Error, Result};
 use crate::export::{export_hf_snapshot, export_peft_adapter};
 use crate::fsio::{create_dir_all, write_atomic};
 use crate::hf::{load_adapters, read_lora_config};
 use crate::progress::{Progress, peak_rss_bytes};
-use crate::source::{LoadedModel, ModelSource, load_model};
+use crate::source::{LoadedModel, ModelSource, load_model, load_model_paged};
 use crate::svg::loss_curve_svg;
 use crate::train::{
     EvalReport, OptimizerConfig, OptimizerKind, Schedule, ScheduleKind, StepReport, TrainOptions,
@@ -107,6 +108,8 @@ pub struct FinetuneArgs {
     pub save_every: u64,
     /// Blocks recomputed in backward.
     pub checkpoint_blocks: usize,
+    /// Keep the whole process within this much memory (paging and checkpointing as needed).
+    pub mem_budget: Option<MemBudget>,
     /// Continue the run in `out`.
     pub resume: bool,
     /// Replace the run in `out`.
@@ -192,9 +195,23 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     source: ModelSource,
     stop: &AtomicBool,
 ) -> Result<FinetuneSummary> {
-    let loaded = load_model::<T>(source, args.seed)?;
-    let config = *loaded.model.config();
     let seq = args.seq;
+    let (paged, checkpointed_blocks) = match args.mem_budget {
+        Some(budget) => {
+            let plan = budget_plan(args, &source, budget)?;
+            if !args.quiet {
+                eprintln!("memory budget {budget}: {plan}");
+            }
+            (plan.paged, plan.checkpointed_blocks)
+        }
+        None => (false, args.checkpoint_blocks),
+    };
+    let loaded = if paged {
+        load_model_paged::<T>(source, args.seed)?
+    } else {
+        load_model::<T>(source, args.seed)?
+    };
+    let config = *loaded.model.config();
     check_seq(&config, seq)?;
     let dataset = load_data(args, loaded.encoder(), config.vocab)?;
     let pad = loaded.encoder().eos_id();
@@ -224,7 +241,7 @@ fn run<T: GemmRhs + Element + Send + Sync>(
         },
         max_grad_norm: args.max_grad_norm,
         seed: args.seed,
-        checkpointed_blocks: args.checkpoint_blocks,
+        checkpointed_blocks,
     };
     let mut trainer = Trainer::new(model, weights, trainable, options, args.threads)?;
     let mut batcher =
@@ -359,6 +376,24 @@ fn load_data(args: &FinetuneArgs, encoder: &dyn TextEncoder, vocab: usize) -> Re
 }
 
 /// The adapters to start from: `--adapter`'s, or fresh ones (PEFT's init) from the flags.
+/// The plan that keeps the run within `budget`.
+fn budget_plan(args: &FinetuneArgs, source: &ModelSource, budget: MemBudget) -> Result<BudgetPlan> {
+    let config = source.config()?;
+    check_seq(&config, args.seq)?;
+    let model = mft_models::Model::new(config)
+        .map_err(|e| Error::Training { problem: e.to_string() })?;
+    let lora = if args.full { None } else { Some(lora_start(args, &config)?.0) };
+    let shape = StepShape {
+        batch: args.batch,
+        seq: args.seq,
+        threads: args.threads,
+        tokenizer_bytes: source.tokenizer_bytes(),
+    };
+    let can_page = matches!(source, ModelSource::Dir(_));
+    let frozen = if args.full { DType::F32 } else { args.frozen };
+    budget::plan(&model, lora.as_ref(), frozen, shape, args.checkpoint_blocks, can_page, budget)
+}
+
 fn lora_start(
     args: &FinetuneArgs,
     config: &mft_models::ModelConfig,

@@ -8,6 +8,7 @@
 //! - Outputs: PEFT adapters and Hugging Face snapshots ([`export`]), written atomically ([`fsio`]).
 //! - The machine: its kernels ([`system`]) and the thread pool ([`pool`]).
 
+pub mod budget;
 pub mod commands;
 pub mod data;
 pub mod error;

@@ -10,7 +10,9 @@ use mft_models::{Model, ModelConfig};
 
 use crate::data::{IdsOnly, TextEncoder};
 use crate::error::{Error, Result};
-use crate::hf::{ModelWeights, checkpoint_files, load_weights, read_model_config};
+use crate::hf::{
+    ModelWeights, checkpoint_files, load_weights, load_weights_paged, read_model_config,
+};
 use crate::random::random_weights;
 use crate::tokenizer::Tokenizer;
 
@@ -117,6 +119,44 @@ impl<T: 'static> LoadedModel<T> {
 /// # Errors
 /// A missing or bad config.json, weights or tokenizer (each naming its file).
 pub fn load_model<T: Element + Send>(source: ModelSource, seed: u64) -> Result<LoadedModel<T>> {
+    load(source, seed, false)
+}
+
+/// [`load_model`] with the blocks' frozen matrices left in the checkpoint files, to be paged in
+/// per block ([`crate::hf::load_weights_paged`]).
+///
+/// # Errors
+/// As [`load_model`]; a random model (its weights exist only in memory).
+pub fn load_model_paged<T: Element + Send>(
+    source: ModelSource,
+    seed: u64,
+) -> Result<LoadedModel<T>> {
+    load(source, seed, true)
+}
+
+impl ModelSource {
+    /// The model's configuration, read without loading any weights.
+    ///
+    /// # Errors
+    /// A missing or bad config.json.
+    pub fn config(&self) -> Result<ModelConfig> {
+        match self {
+            ModelSource::Dir(dir) => read_model_config(&dir.join("config.json")),
+            ModelSource::Random { config, .. } => Ok(*config),
+        }
+    }
+
+    /// Bytes of the tokenizer file there is (0 when none).
+    pub fn tokenizer_bytes(&self) -> u64 {
+        let Some(dir) = self.dir() else { return 0 };
+        ["tokenizer.json", "vocab.json"]
+            .iter()
+            .find_map(|name| std::fs::metadata(dir.join(name)).ok())
+            .map_or(0, |m| m.len())
+    }
+}
+
+fn load<T: Element + Send>(source: ModelSource, seed: u64, paged: bool) -> Result<LoadedModel<T>> {
     let (config, weights) = match &source {
         ModelSource::Dir(dir) => {
             if !dir.is_dir() {
@@ -128,8 +168,18 @@ pub fn load_model<T: Element + Send>(source: ModelSource, seed: u64) -> Result<L
             let config_path = dir.join("config.json");
             let config = read_model_config(&config_path)?;
             let model = model_of(config, &config_path)?;
-            let weights = load_weights::<T>(&checkpoint_files(dir)?, model.layout())?;
+            let files = checkpoint_files(dir)?;
+            let weights = if paged {
+                load_weights_paged::<T>(&files, model.layout())?
+            } else {
+                load_weights::<T>(&files, model.layout())?
+            };
             (config, weights)
+        }
+        ModelSource::Random { name, .. } if paged => {
+            return Err(Error::Training {
+                problem: format!("{name}: random weights are made in memory and are not paged"),
+            });
         }
         ModelSource::Random { config, .. } => (*config, random_weights::<T>(config, seed)),
     };

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use mft_core::DType;
+use mft_std::budget::MemBudget;
 use mft_std::commands::{self, EvalArgs, GenerateArgs, InspectArgs};
 use mft_std::finetune::{FinetuneArgs, LoraArgs, finetune};
 use mft_std::system::{SystemInfo, self_check};
@@ -137,6 +138,11 @@ struct FinetuneFlags {
     /// Recompute the first K blocks in backward (less memory, more time).
     #[arg(long, default_value_t = 0)]
     checkpoint_blocks: usize,
+    /// Keep the process within this much memory (e.g. 256MiB, 1GiB): checkpoint blocks and
+    /// page the frozen weights from the checkpoint as needed; refused, naming the smallest
+    /// budget that works, when nothing fits.
+    #[arg(long, value_name = "SIZE")]
+    mem_budget: Option<MemBudget>,
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     resume: bool,
@@ -354,6 +360,7 @@ fn run_finetune(f: FinetuneFlags) -> mft_std::Result<ExitCode> {
         eval_every: f.eval_every,
         save_every: f.save_every,
         checkpoint_blocks: f.checkpoint_blocks,
+        mem_budget: f.mem_budget,
         resume: f.resume,
         overwrite: f.overwrite,
         quiet: f.quiet,

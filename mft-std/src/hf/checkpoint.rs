@@ -356,14 +356,12 @@ fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Res
             .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
         // read_metadata has checked that the tensors tile the rest of the file exactly.
         let data = &map[8 + header..];
-        let file = if paged {
-            let file =
-                File::open(path).map_err(|source| Error::Io { path: path.clone(), source })?;
-            opened.push(file);
-            opened.last()
-        } else {
-            None
-        };
+        // Converted tensors are read with pread, not through the map, so that their stored
+        // bytes never become resident (only tensors used in place are read from the map).
+        let file = File::open(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        opened.push(file);
+        let file = opened.last().expect("pushed above");
+        let mut used_in_place = false;
         for name in metadata.offset_keys() {
             let Some(&param) = wanted.get(&name) else {
                 if skipped_tensor(&name, family, tied_head) {
@@ -386,7 +384,7 @@ fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Res
             };
             tensor.expect_shape(&hf_shape(param, slot, hidden, family))?;
             let source = tensor.source_type()?;
-            if let Some(file) = file {
+            if paged {
                 // Paged: locate the blocks' matrices, read the rest from the file.
                 match param {
                     Param::Layer(layer, p) if slot.matrix => pieces[layer].push(Piece {
@@ -407,16 +405,17 @@ fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Res
                     _ => read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?,
                 }
             } else if !slot.matrix {
-                tensor.convert_into(&mut vectors[slot.range()])?;
+                read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?;
             } else if let Some(in_place) = tensor.in_place::<T>() {
                 // SAFETY: the bytes are in `map`, which moves into `maps` below and so lives,
                 // unmoved in memory and unwritten, as long as the table (see TensorTable).
                 entries[layout.table_index(param)] =
                     unsafe { std::slice::from_raw_parts(in_place.as_ptr(), in_place.len()) };
                 mapped_bytes += tensor.bytes.len();
+                used_in_place = true;
             } else {
                 let mut copy = vec![T::default(); slot.len].into_boxed_slice();
-                tensor.convert_into(&mut copy)?;
+                read_converted(file, tensor.offset, source, &mut copy, path)?;
                 // SAFETY: the boxed buffer moves into `copies` and is never dropped or
                 // written while the table lives (see TensorTable).
                 entries[layout.table_index(param)] =
@@ -425,7 +424,7 @@ fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Res
             }
             loaded.insert(param);
         }
-        if !paged {
+        if used_in_place {
             maps.push(map);
         }
     }
@@ -441,6 +440,7 @@ fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Res
         let files = files.iter().cloned().zip(opened).collect();
         Box::new(PagedBlocks::new(files, pieces))
     });
+    // (Unpaged, the opened files close here; the maps that are used stay.)
     Ok(ModelWeights { matrices: MatrixStorage::Table(table), vectors, paged: paged_blocks })
 }
 
