@@ -79,6 +79,8 @@ pub struct StepShape {
     pub threads: usize,
     /// Bytes of the tokenizer file (0 without one).
     pub tokenizer_bytes: u64,
+    /// Training steps (else evaluation only: no gradients, no optimizer, no checkpointing).
+    pub training: bool,
 }
 
 /// The decision, and the estimate behind it.
@@ -131,13 +133,16 @@ pub fn plan(
     budget: MemBudget,
 ) -> Result<BudgetPlan> {
     let layers = model.config().layers;
-    let pageable = can_page && lora.is_some();
+    // Full fine-tuning would page gradients and moments too (not done yet); evaluation pages
+    // any model.
+    let pageable = can_page && (lora.is_some() || !shape.training);
     let mut candidates = Vec::new();
     for paged in [false, true] {
         if paged && !pageable {
             continue;
         }
-        for checkpointed_blocks in min_checkpointed.min(layers)..=layers {
+        let most = if shape.training { layers } else { 0 };
+        for checkpointed_blocks in min_checkpointed.min(most)..=most {
             candidates.push(estimate(model, lora, frozen, shape, checkpointed_blocks, paged));
         }
     }
@@ -149,7 +154,7 @@ pub fn plan(
         "--mem-budget {budget} is too small: the smallest that works is {} ({smallest})",
         mib(smallest.total())
     );
-    if lora.is_none() {
+    if lora.is_none() && shape.training {
         problem.push_str("; full fine-tuning does not page its weights, gradients and moments yet");
     } else if !can_page {
         problem.push_str("; random weights are not paged (give a checkpoint directory)");
@@ -181,17 +186,24 @@ pub fn estimate(
         layout.matrix_len() as u64 * element + vectors
     };
     let trained = lora.map_or(layout.numel(), LoraLayout::len) as u64 * 4;
+    // Training keeps the trained tensors, their gradients and two AdamW moments.
+    let trained = if shape.training { 4 * trained } else { lora.map_or(0, |_| trained) };
     let kernels = Kernels::best();
     let (b, t, threads) = (shape.batch, shape.seq, shape.threads);
     let train = Purpose::Train { checkpointed_blocks };
-    let workspace = model
-        .workspace_len(&kernels, lora, b, t, train, threads)
-        .max(model.workspace_len(&kernels, lora, b, t, Purpose::Logits, threads))
-        as u64
-        * 4;
+    let eval = model.workspace_len(&kernels, lora, b, t, Purpose::Logits, threads);
+    let workspace = if shape.training {
+        model.workspace_len(&kernels, lora, b, t, train, threads).max(eval)
+    } else {
+        eval
+    };
+    let workspace = workspace as u64 * 4;
     let parts = vec![
         (if paged { "weights (paged blocks: 2 slots)" } else { "weights" }, weights),
-        ("trained tensors, gradients, AdamW moments", 4 * trained),
+        (
+            if shape.training { "trained tensors, gradients, AdamW moments" } else { "adapters" },
+            trained,
+        ),
         ("activations and scratch", workspace),
         ("process", PROCESS_ALLOWANCE + 3 * shape.tokenizer_bytes),
     ];
@@ -233,7 +245,8 @@ mod tests {
         (Model::new(config).unwrap(), LoraLayout::new(&config, &lora))
     }
 
-    const SHAPE: StepShape = StepShape { batch: 4, seq: 128, threads: 2, tokenizer_bytes: 0 };
+    const SHAPE: StepShape =
+        StepShape { batch: 4, seq: 128, threads: 2, tokenizer_bytes: 0, training: true };
 
     /// A generous budget keeps everything resident; tighter ones checkpoint, then page; the
     /// plan chosen always fits, and too small a budget names the smallest that works.

@@ -7,15 +7,18 @@ use std::sync::atomic::AtomicBool;
 
 use mft_core::DType;
 use mft_kernels::Kernels;
-use mft_models::{Adapters, LoraConfig, LoraLayout, LoraTargets, MemoryPlan, Mode};
+use mft_models::{
+    Adapters, LoraConfig, LoraLayout, LoraTargets, MemoryPlan, Mode, Model, ModelConfig,
+};
 
+use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions};
 use crate::error::{Error, Result};
 use crate::finetune::{FinetuneArgs, LoraArgs, default_targets, finetune};
 use crate::generate::{Sampling, generate as generate_tokens};
 use crate::hf::{checkpoint_files, load_adapters, read_lora_config};
 use crate::pool::ThreadPool;
-use crate::source::{LoadedModel, ModelSource, load_model};
+use crate::source::{LoadedModel, ModelSource, load_model, load_model_paged};
 use crate::tokenizer::Tokenizer;
 use crate::train::{OptimizerKind, ScheduleKind, check_seq, evaluate_with};
 
@@ -36,6 +39,8 @@ pub struct EvalArgs {
     pub threads: usize,
     /// One JSON object on stdout.
     pub json: bool,
+    /// Keep the process within this much memory (paging the weights if needed).
+    pub mem_budget: Option<MemBudget>,
 }
 
 /// `mft generate`'s flags.
@@ -84,6 +89,14 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// A PEFT adapter directory's layout and weights, for `config`.
+fn read_adapter(dir: &Path, config: &ModelConfig) -> Result<(LoraLayout, Vec<f32>)> {
+    let lora = read_lora_config(&dir.join("adapter_config.json"), config.family)?;
+    let layout = LoraLayout::new(config, &lora);
+    let adapters = load_adapters(&dir.join("adapter_model.safetensors"), &layout)?;
+    Ok((layout, adapters))
+}
+
 /// A model with its optional adapter, in f32, for evaluation and generation.
 struct Evaluated {
     loaded: LoadedModel<f32>,
@@ -92,15 +105,16 @@ struct Evaluated {
 
 impl Evaluated {
     fn load(model: &str, adapter: Option<&Path>) -> Result<Evaluated> {
-        let loaded = load_model::<f32>(ModelSource::parse(model)?, 0)?;
+        Evaluated::load_paged(model, adapter, false)
+    }
+
+    /// With `paged`, the blocks' matrices stay in the checkpoint files, paged in per block.
+    fn load_paged(model: &str, adapter: Option<&Path>, paged: bool) -> Result<Evaluated> {
+        let source = ModelSource::parse(model)?;
+        let loaded =
+            if paged { load_model_paged::<f32>(source, 0)? } else { load_model::<f32>(source, 0)? };
         let lora = match adapter {
-            Some(dir) => {
-                let config = loaded.model.config();
-                let lora = read_lora_config(&dir.join("adapter_config.json"), config.family)?;
-                let layout = LoraLayout::new(config, &lora);
-                let adapters = load_adapters(&dir.join("adapter_model.safetensors"), &layout)?;
-                Some((layout, adapters))
-            }
+            Some(dir) => Some(read_adapter(dir, loaded.model.config())?),
             None => None,
         };
         Ok(Evaluated { loaded, lora })
@@ -122,7 +136,17 @@ impl Evaluated {
 /// # Errors
 /// Bad model, adapter or data (named).
 pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
-    let mut e = Evaluated::load(&args.model, args.adapter.as_deref())?;
+    let paged = match args.mem_budget {
+        Some(budget) => {
+            let plan = eval_budget_plan(args, budget)?;
+            if !args.json {
+                eprintln!("memory budget {budget}: {plan}");
+            }
+            plan.paged
+        }
+        None => false,
+    };
+    let mut e = Evaluated::load_paged(&args.model, args.adapter.as_deref(), paged)?;
     let report = eval_report(&mut e, &args.data, args.batch, args.seq, args.threads)?;
     if args.json {
         println!(
@@ -138,6 +162,31 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `mft eval` stays within `budget`.
+fn eval_budget_plan(args: &EvalArgs, budget: MemBudget) -> Result<BudgetPlan> {
+    let source = ModelSource::parse(&args.model)?;
+    let config = source.config()?;
+    let model = Model::new(config).map_err(|e| Error::Training { problem: e.to_string() })?;
+    let lora = match &args.adapter {
+        Some(dir) => Some(read_adapter(dir, &config)?.0),
+        None => None,
+    };
+    let shape = StepShape {
+        batch: args.batch,
+        seq: eval_seq(&config, args.seq),
+        threads: args.threads,
+        tokenizer_bytes: source.tokenizer_bytes(),
+        training: false,
+    };
+    let can_page = matches!(source, ModelSource::Dir(_));
+    budget::plan(&model, lora.as_ref(), DType::F32, shape, 0, can_page, budget)
+}
+
+/// The sequence length `mft eval` uses.
+fn eval_seq(config: &ModelConfig, seq: Option<usize>) -> usize {
+    seq.unwrap_or(config.max_positions.min(1024))
+}
+
 fn eval_report(
     e: &mut Evaluated,
     data_path: &Path,
@@ -146,7 +195,7 @@ fn eval_report(
     threads: usize,
 ) -> Result<crate::train::EvalReport> {
     let config = e.loaded.model.config();
-    let seq = seq.unwrap_or(config.max_positions.min(1024));
+    let seq = eval_seq(config, seq);
     check_seq(config, seq)?;
     let encoder = e.loaded.encoder();
     let mut options = DataOptions::new(seq, config.vocab);

@@ -380,14 +380,15 @@ fn load_data(args: &FinetuneArgs, encoder: &dyn TextEncoder, vocab: usize) -> Re
 fn budget_plan(args: &FinetuneArgs, source: &ModelSource, budget: MemBudget) -> Result<BudgetPlan> {
     let config = source.config()?;
     check_seq(&config, args.seq)?;
-    let model = mft_models::Model::new(config)
-        .map_err(|e| Error::Training { problem: e.to_string() })?;
+    let model =
+        mft_models::Model::new(config).map_err(|e| Error::Training { problem: e.to_string() })?;
     let lora = if args.full { None } else { Some(lora_start(args, &config)?.0) };
     let shape = StepShape {
         batch: args.batch,
         seq: args.seq,
         threads: args.threads,
         tokenizer_bytes: source.tokenizer_bytes(),
+        training: true,
     };
     let can_page = matches!(source, ModelSource::Dir(_));
     let frozen = if args.full { DType::F32 } else { args.frozen };

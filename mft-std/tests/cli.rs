@@ -251,3 +251,87 @@ fn ctrl_c_saves_and_resume_finishes_the_same_run() {
     let adapter = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
     assert!(adapter(&out) == adapter(&straight_out), "resumed adapter differs");
 }
+
+/// `--mem-budget`: the smallest budget that works pages the frozen blocks and checkpoints
+/// every block, and trains exactly what the unconstrained run trains; a byte less is refused
+/// in one line naming that smallest budget, before anything is written.
+#[test]
+fn mem_budget_pages_and_refuses_what_does_not_fit() {
+    use mft_std::budget::{MemBudget, StepShape, estimate, mib};
+    let dir = tempfile::tempdir().unwrap();
+    let data = ids_file(dir.path());
+    // Four blocks, so that two paging slots hold less than the blocks do.
+    let mut config = mft_models::ModelConfig::gpt2_with(32, 4, 4);
+    config.vocab = 96;
+    config.max_positions = 32;
+    let snapshot = dir.path().join("model");
+    let weights = mft_std::random::random_weights::<f32>(&config, 5);
+    let params = mft_models::ParamLayout::new(&config);
+    mft_std::export::export_hf_snapshot(&snapshot, &config, &params, weights.as_weights(), None)
+        .unwrap();
+    let model = snapshot.display().to_string();
+    let data_s = data.display().to_string();
+    let lora_args = ["--lora-targets", "c_attn,c_proj", "--lora-r", "4", "--lora-dropout", "0"];
+    let targets = mft_models::LoraTargets::from_module_names(config.family, ["c_attn", "c_proj"]);
+    let lora = mft_models::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: targets.unwrap(),
+    };
+    let layout = mft_models::LoraLayout::new(&config, &lora);
+    let shape = StepShape { batch: 4, seq: 16, threads: 1, tokenizer_bytes: 0, training: true };
+    let m = mft_models::Model::new(config).unwrap();
+    let f32 = mft_core::DType::F32;
+    let smallest = estimate(&m, Some(&layout), f32, shape, config.layers, true).total();
+    let resident = estimate(&m, Some(&layout), f32, shape, config.layers, false).total();
+    assert!(smallest < resident, "paging saves memory here");
+    let run = |out: &Path, extra: &[&str]| {
+        let out_s = out.display().to_string();
+        let mut args = vec![
+            "finetune",
+            "--model",
+            &model,
+            "--data",
+            &data_s,
+            "--out",
+            &out_s,
+            "--seq",
+            "16",
+            "--steps",
+            "3",
+            "--threads",
+            "1",
+            "--eval-fraction",
+            "0",
+        ];
+        args.extend_from_slice(&lora_args);
+        args.extend_from_slice(extra);
+        mft(&args)
+    };
+    let plain_out = dir.path().join("plain");
+    let plain = run(&plain_out, &[]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+
+    let budget = format!("{smallest}");
+    let paged_out = dir.path().join("paged");
+    let paged = run(&paged_out, &["--mem-budget", &budget]);
+    assert!(paged.status.success(), "{}", stderr(&paged));
+    let said = stderr(&paged);
+    let expected = format!("frozen blocks paged, {} blocks checkpointed", config.layers);
+    assert!(said.contains(&expected), "{said}");
+    let adapter = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    assert!(adapter(&paged_out) == adapter(&plain_out), "the paged run trained differently");
+
+    let too_small = format!("{}", smallest - 1);
+    let refused_out = dir.path().join("refused");
+    let refused = run(&refused_out, &["--mem-budget", &too_small]);
+    assert!(!refused.status.success());
+    let said = stderr(&refused);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    let smallest_text = format!("the smallest that works is {}", mib(smallest));
+    assert!(said.contains(&smallest_text), "{said}");
+    assert!(!refused_out.exists(), "nothing written");
+    assert_eq!(MemBudget(smallest - 1).to_string(), mib(smallest - 1));
+}

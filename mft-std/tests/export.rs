@@ -133,7 +133,7 @@ fn load_model(dir: &Path) -> (ModelConfig, Stores) {
     let layout = ParamLayout::new(&config);
     let weights: ModelWeights<f32> =
         load_weights(&[dir.join("model.safetensors")], &layout).unwrap();
-    let (matrices, vectors) = weights.to_stores(&layout);
+    let (matrices, vectors) = weights.to_stores(&layout).unwrap();
     (config, Stores { matrices, vectors })
 }
 
@@ -442,7 +442,8 @@ fn merge_adds_the_scaled_product_in_the_stored_layout() {
         let case = export_fixture::case(family).unwrap();
         let (model, base) = load_model(&export_fixture::base_dir(family));
         let params = ParamLayout::new(&model);
-        let merged = export_fixture::merged_weights(family, &case).unwrap().to_stores(&params).0;
+        let merged =
+            export_fixture::merged_weights(family, &case).unwrap().to_stores(&params).unwrap().0;
         let rank = case.lora.config().rank;
         let scaling = f64::from(case.lora.config().scaling());
         for (layer, param, _) in case.lora.tensors().filter(|t| !t.2) {

@@ -10,7 +10,9 @@ use mft_models::{
     Family, LoraConfig, LoraLayout, LoraTargets, ModelConfig, Param, ParamLayout, Rope,
 };
 use mft_std::Error;
-use mft_std::hf::checkpoint::{ModelWeights, checkpoint_files, load_adapters, load_weights};
+use mft_std::hf::checkpoint::{
+    ModelWeights, checkpoint_files, load_adapters, load_weights, load_weights_paged,
+};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -563,11 +565,19 @@ fn matrices_stored_as_used_are_not_copied() {
     assert_eq!(converted.mapped_bytes(), 0);
     assert_loaded(&converted, &config);
     // Gathering them into one writable store (full fine-tuning) keeps every value in place.
-    let mut gathered = mapped.clone();
+    let mut gathered = mapped;
     let (matrices, _) = gathered.stores_mut(&layout);
     assert_eq!(matrices.len(), layout.matrix_len());
     assert_eq!(gathered.mapped_bytes(), 0);
     assert_loaded(&gathered, &config);
+    // Paged loading keeps only the globals; gathering reads the blocks from the file.
+    let mut paged = load_weights_paged::<bf16>(&files, &layout).unwrap();
+    assert!(paged.paged().is_some());
+    assert_eq!(paged.mapped_bytes(), 0);
+    let (matrices, _) = paged.stores_mut(&layout);
+    assert_eq!(matrices.len(), layout.matrix_len());
+    assert!(paged.paged().is_none());
+    assert_loaded(&paged, &config);
 }
 
 #[test]

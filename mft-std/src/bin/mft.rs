@@ -180,6 +180,10 @@ struct EvalFlags {
     /// Print one JSON object: loss, tokens, ppl.
     #[arg(long)]
     json: bool,
+    /// Keep the process within this much memory (e.g. 256MiB): page the weights from the
+    /// checkpoint if needed; refused, naming the smallest budget that works, when nothing fits.
+    #[arg(long, value_name = "SIZE")]
+    mem_budget: Option<MemBudget>,
 }
 
 #[derive(Args)]
@@ -268,6 +272,7 @@ fn main() -> ExitCode {
             seq: f.seq,
             threads: threads(f.threads),
             json: f.json,
+            mem_budget: f.mem_budget,
         }),
         Command::Generate(f) => commands::generate(&GenerateArgs {
             model: f.model,
