@@ -260,11 +260,11 @@ mod tests {
         let tight =
             plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(all_resident)).unwrap();
         assert!(!tight.paged && tight.checkpointed_blocks > 0, "{tight}");
-        let paged = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(200 << 20)).unwrap();
-        assert!(paged.paged && paged.total() <= 200 << 20, "{paged}");
-        // Without files to page from, 200 MiB is refused.
+        let paged = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(256 << 20)).unwrap();
+        assert!(paged.paged && paged.total() <= 256 << 20, "{paged}");
+        // Without files to page from, 256 MiB is refused.
         let err =
-            plan(&model, Some(&lora), bf16, SHAPE, 0, false, MemBudget(200 << 20)).unwrap_err();
+            plan(&model, Some(&lora), bf16, SHAPE, 0, false, MemBudget(256 << 20)).unwrap_err();
         assert!(err.to_string().contains("random weights are not paged"), "{err}");
 
         let err = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(50 << 20)).unwrap_err();

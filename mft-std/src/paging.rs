@@ -165,7 +165,13 @@ fn read_block<T: Element>(
     for (piece, at) in block {
         let (path, file) = &files[piece.file];
         let bytes = &mut slot[*at..*at + piece.elements * size];
-        read_converted::<T>(file, piece.offset, piece.stored, bytemuck::cast_slice_mut(bytes), path)?;
+        read_converted::<T>(
+            file,
+            piece.offset,
+            piece.stored,
+            bytemuck::cast_slice_mut(bytes),
+            path,
+        )?;
     }
     Ok(())
 }
@@ -225,7 +231,9 @@ impl<T: Element> BlockSource<T> for Source<'_, '_, T> {
         };
         if shard != layer {
             self.failure = Some(Error::Training {
-                problem: format!("paging: the model asked for block {layer}, block {shard} was next"),
+                problem: format!(
+                    "paging: the model asked for block {layer}, block {shard} was next"
+                ),
             });
             return Err(());
         }

@@ -327,7 +327,11 @@ pub fn load_weights_paged<T: Element>(
     load(files, layout, true)
 }
 
-fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Result<ModelWeights<T>> {
+fn load<T: Element>(
+    files: &[PathBuf],
+    layout: &ParamLayout,
+    paged: bool,
+) -> Result<ModelWeights<T>> {
     let family = layout.family();
     let hidden = hidden_width(layout);
     // Every name a parameter may have in the files, mapped to the parameter.
@@ -402,7 +406,13 @@ fn load<T: Element>(files: &[PathBuf], layout: &ParamLayout, paged: bool) -> Res
                             unsafe { std::slice::from_raw_parts(copy.as_ptr(), copy.len()) };
                         copies.push(copy);
                     }
-                    _ => read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?,
+                    _ => read_converted(
+                        file,
+                        tensor.offset,
+                        source,
+                        &mut vectors[slot.range()],
+                        path,
+                    )?,
                 }
             } else if !slot.matrix {
                 read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?;

@@ -243,14 +243,11 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             let workspace = &mut self.workspace;
             let loss = match self.weights.for_step() {
                 (weights, None) => model
-                    .train_step(
-                        kernels, weights, adapters, grads, &batch, options, workspace, pool,
-                    )
+                    .train_step(kernels, weights, adapters, grads, &batch, options, workspace, pool)
                     .map_err(|e| Error::Training { problem: e.to_string() })?,
                 (weights, Some(paged)) => paged.run(&self.train_schedule, |source| {
                     model.train_step_paged(
-                        kernels, weights, source, adapters, grads, &batch, options, workspace,
-                        pool,
+                        kernels, weights, source, adapters, grads, &batch, options, workspace, pool,
                     )
                 })?,
             };
