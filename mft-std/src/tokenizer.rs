@@ -399,22 +399,8 @@ impl Facts {
                 || vocab.get(token).is_some()
                 || vocab.as_array().is_some_and(|v| v.iter().any(|p| p[0] == token))
         };
-        let byte_level =
-            any_step(&json["pre_tokenizer"], "pretokenizers", &|p| p["type"] == "ByteLevel");
-        let metaspace =
-            any_step(&json["normalizer"], "normalizers", &|n| {
-                n["type"] == "Replace" && n["content"] == "▁"
-            }) || any_step(&json["pre_tokenizer"], "pretokenizers", &|p| p["type"] == "Metaspace");
-        Facts {
-            endoftext: has("<|endoftext|>"),
-            im_start: has("<|im_start|>"),
-            start_of_turn: has("<start_of_turn>"),
-            bos: has("<bos>"),
-            eos: has("<eos>"),
-            byte_level,
-            metaspace,
-            byte_fallback: json["model"]["byte_fallback"] == true,
-        }
+        let byte_fallback = json["model"]["byte_fallback"] == true;
+        Facts::of_pipeline(has, &json["normalizer"], &json["pre_tokenizer"], byte_fallback)
     }
 
     /// A tokenizer the tokenizers library has read: the same facts as
@@ -424,11 +410,23 @@ impl Facts {
         // The normalizer and pre-tokenizer as they are written in tokenizer.json (both small).
         let normalizer = serde_json::to_value(inner.get_normalizer()).unwrap_or_default();
         let pre_tokenizer = serde_json::to_value(inner.get_pre_tokenizer()).unwrap_or_default();
-        let byte_level = any_step(&pre_tokenizer, "pretokenizers", &|p| p["type"] == "ByteLevel");
+        let byte_fallback =
+            matches!(inner.get_model(), ModelWrapper::BPE(bpe) if bpe.byte_fallback);
+        Facts::of_pipeline(has, &normalizer, &pre_tokenizer, byte_fallback)
+    }
+
+    /// The facts of a pipeline: which of the family markers `has` finds, and what the
+    /// normalizer and pre-tokenizer (as tokenizer.json writes them) do.
+    fn of_pipeline(
+        has: impl Fn(&str) -> bool,
+        normalizer: &Value,
+        pre_tokenizer: &Value,
+        byte_fallback: bool,
+    ) -> Facts {
+        let byte_level = any_step(pre_tokenizer, "pretokenizers", &|p| p["type"] == "ByteLevel");
         let metaspace =
-            any_step(&normalizer, "normalizers", &|n| {
-                n["type"] == "Replace" && n["content"] == "▁"
-            }) || any_step(&pre_tokenizer, "pretokenizers", &|p| p["type"] == "Metaspace");
+            any_step(normalizer, "normalizers", &|n| n["type"] == "Replace" && n["content"] == "▁")
+                || any_step(pre_tokenizer, "pretokenizers", &|p| p["type"] == "Metaspace");
         Facts {
             endoftext: has("<|endoftext|>"),
             im_start: has("<|im_start|>"),
@@ -437,7 +435,7 @@ impl Facts {
             eos: has("<eos>"),
             byte_level,
             metaspace,
-            byte_fallback: matches!(inner.get_model(), ModelWrapper::BPE(bpe) if bpe.byte_fallback),
+            byte_fallback,
         }
     }
 
