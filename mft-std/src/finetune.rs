@@ -349,6 +349,11 @@ fn run<T: GemmRhs + Element + Send + Sync>(
             args.out.display()
         ));
     }
+    if let Some(budget) = args.mem_budget {
+        let peak = peak_rss_bytes();
+        let verdict = if peak <= budget.0 { "within" } else { "OVER" };
+        log(format!("peak RSS {} {verdict} --mem-budget {budget}", crate::budget::mib(peak)));
+    }
     Ok(FinetuneSummary {
         steps: trainer.step_count(),
         eval_before,
