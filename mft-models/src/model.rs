@@ -322,8 +322,10 @@ impl Model {
         workspace: &mut [f32],
         parallel: &dyn Parallel,
     ) -> Result<LossValue> {
-        let step = (kernels, weights, adapters, batch, options, parallel);
-        self.train_step_with(step, grads, workspace, None)
+        let source = None;
+        self.train_step_with(
+            kernels, weights, source, adapters, grads, batch, options, workspace, parallel,
+        )
     }
 
     /// [`Model::train_step`] with the blocks' frozen matrices paged in from `source`, in the
@@ -347,8 +349,10 @@ impl Model {
         workspace: &mut [f32],
         parallel: &dyn Parallel,
     ) -> Result<LossValue> {
-        let step = (kernels, weights, adapters, batch, options, parallel);
-        self.train_step_with(step, grads, workspace, Some(source))
+        let source = Some(source);
+        self.train_step_with(
+            kernels, weights, source, adapters, grads, batch, options, workspace, parallel,
+        )
     }
 
     /// The order in which a paged step asks its [`BlockSource`] for blocks: every block
@@ -359,20 +363,18 @@ impl Model {
         (0..layers).chain(backward)
     }
 
-    #[allow(clippy::type_complexity)] // The arguments of train_step, passed on.
+    #[allow(clippy::too_many_arguments)] // kernels, weights, source, adapters, gradients, data, memory, threads
     fn train_step_with<T: GemmRhs>(
         &self,
-        (kernels, weights, adapters, batch, options, parallel): (
-            &Kernels,
-            Weights<'_, T>,
-            Option<Adapters<'_>>,
-            &Batch<'_>,
-            StepOptions,
-            &dyn Parallel,
-        ),
-        mut grads: Gradients<'_>,
-        workspace: &mut [f32],
+        kernels: &Kernels,
+        weights: Weights<'_, T>,
         mut source: Option<&mut dyn BlockSource<T>>,
+        adapters: Option<Adapters<'_>>,
+        mut grads: Gradients<'_>,
+        batch: &Batch<'_>,
+        options: StepOptions,
+        workspace: &mut [f32],
+        parallel: &dyn Parallel,
     ) -> Result<LossValue> {
         let (b, t) = (batch.batch, batch.seq);
         self.check_batch(batch.input_ids, b, t)?;
@@ -465,14 +467,7 @@ impl Model {
             });
         }
         let buf = self.eval_hidden(
-            kernels,
-            (weights, None),
-            adapters,
-            input_ids,
-            batch,
-            seq,
-            workspace,
-            parallel,
+            kernels, weights, None, adapters, input_ids, batch, seq, workspace, parallel,
         )?;
         let (h, v) = (self.config.hidden, self.config.vocab);
         let head = weights.matrix(&self.layout, self.head_param());
@@ -540,7 +535,8 @@ impl Model {
         let (b, t) = (batch.batch, batch.seq);
         let buf = self.eval_hidden(
             kernels,
-            (weights, source),
+            weights,
+            source,
             adapters,
             batch.input_ids,
             b,
@@ -568,7 +564,8 @@ impl Model {
     fn eval_hidden<'w, T: GemmRhs>(
         &self,
         kernels: &Kernels,
-        (weights, mut source): (Weights<'_, T>, Option<&mut dyn BlockSource<T>>),
+        weights: Weights<'_, T>,
+        mut source: Option<&mut dyn BlockSource<T>>,
         adapters: Option<Adapters<'_>>,
         input_ids: &[u32],
         batch: usize,
@@ -754,8 +751,10 @@ impl Model {
             let (next_input, after) = rest.split_at_mut(next_input_len);
             let out = if layer + 1 < layers { next_input } else { &mut *buf.x_final };
             let input = &mut done[this];
-            if layer < buf.checkpointed {
-                let mut replay = if buf.dedicated_replay {
+            // A checkpointed block runs in a replay area (its input kept); the others keep
+            // their activations where they are saved.
+            let mut saved = if layer < buf.checkpointed {
+                let replay = if buf.dedicated_replay {
                     buf.replay.reborrow()
                 } else {
                     // The last block's area: not written before its own forward.
@@ -763,35 +762,23 @@ impl Model {
                     Saved::carve(&mut Carver::new(area), d)
                 };
                 replay.x.copy_from_slice(input);
-                self.in_block(ctx, source, layer, |ctx| {
-                    block::forward(
-                        ctx,
-                        d,
-                        layer,
-                        &mut replay,
-                        out,
-                        &mut buf.work,
-                        buf.scratch,
-                        rope,
-                        positions,
-                    );
-                })?;
+                replay
             } else {
-                let mut saved = Saved::carve(&mut Carver::new(input), d);
-                self.in_block(ctx, source, layer, |ctx| {
-                    block::forward(
-                        ctx,
-                        d,
-                        layer,
-                        &mut saved,
-                        out,
-                        &mut buf.work,
-                        buf.scratch,
-                        rope,
-                        positions,
-                    );
-                })?;
-            }
+                Saved::carve(&mut Carver::new(input), d)
+            };
+            self.in_block(ctx, source, layer, |ctx| {
+                block::forward(
+                    ctx,
+                    d,
+                    layer,
+                    &mut saved,
+                    out,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            })?;
         }
         Ok(())
     }
@@ -810,9 +797,9 @@ impl Model {
         for layer in (0..layers).rev() {
             let rope = rope_of(&self.config, layer, buf.rope_global, buf.rope_local);
             let this = buf.block_range(layer);
-            if layer < buf.checkpointed {
-                // Recompute this block's activations, then run its backward on them.
-                let (mut replay, input, replay_out) = if buf.dedicated_replay {
+            // A checkpointed block first recomputes its activations into a replay area.
+            let (mut saved, recompute) = if layer < buf.checkpointed {
+                let (replay, input, replay_out) = if buf.dedicated_replay {
                     (buf.replay.reborrow(), &buf.saved[this], &mut *buf.replay_out)
                 } else {
                     // The last block's area was consumed by its backward; `x_final` by the final
@@ -821,48 +808,37 @@ impl Model {
                     (Saved::carve(&mut Carver::new(tail), d), &head[this], &mut *buf.x_final)
                 };
                 replay.x.copy_from_slice(input);
-                self.in_block(ctx, source, layer, |ctx| {
+                (replay, Some(replay_out))
+            } else {
+                (Saved::carve(&mut Carver::new(&mut buf.saved[this]), d), None)
+            };
+            self.in_block(ctx, source, layer, |ctx| {
+                if let Some(out) = recompute {
                     block::forward(
                         ctx,
                         d,
                         layer,
-                        &mut replay,
-                        replay_out,
-                        &mut buf.work,
-                        buf.scratch,
-                        rope,
-                        positions,
-                    );
-                    block::backward(
-                        ctx,
-                        grads,
-                        d,
-                        layer,
-                        &mut replay,
-                        buf.dx,
-                        &mut buf.work,
-                        buf.scratch,
-                        rope,
-                        positions,
-                    );
-                })?;
-            } else {
-                let mut saved = Saved::carve(&mut Carver::new(&mut buf.saved[this]), d);
-                self.in_block(ctx, source, layer, |ctx| {
-                    block::backward(
-                        ctx,
-                        grads,
-                        d,
-                        layer,
                         &mut saved,
-                        buf.dx,
+                        out,
                         &mut buf.work,
                         buf.scratch,
                         rope,
                         positions,
                     );
-                })?;
-            }
+                }
+                block::backward(
+                    ctx,
+                    grads,
+                    d,
+                    layer,
+                    &mut saved,
+                    buf.dx,
+                    &mut buf.work,
+                    buf.scratch,
+                    rope,
+                    positions,
+                );
+            })?;
         }
         Ok(())
     }

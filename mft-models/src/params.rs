@@ -436,6 +436,11 @@ impl ParamLayout {
         globals.chain(layers)
     }
 
+    /// Blocks of the model.
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
     /// Entries of a [`Matrices::Table`]: one per global and per block parameter kind and
     /// block, whether or not the model has it.
     pub fn table_len(&self) -> usize {

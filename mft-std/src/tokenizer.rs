@@ -427,31 +427,26 @@ impl Facts {
         let metaspace =
             any_step(normalizer, "normalizers", &|n| n["type"] == "Replace" && n["content"] == "▁")
                 || any_step(pre_tokenizer, "pretokenizers", &|p| p["type"] == "Metaspace");
+        Facts { byte_level, metaspace, byte_fallback, ..Facts::markers(has) }
+    }
+
+    /// Which family markers `has` finds; no pipeline steps.
+    fn markers(has: impl Fn(&str) -> bool) -> Facts {
         Facts {
             endoftext: has("<|endoftext|>"),
             im_start: has("<|im_start|>"),
             start_of_turn: has("<start_of_turn>"),
             bos: has("<bos>"),
             eos: has("<eos>"),
-            byte_level,
-            metaspace,
-            byte_fallback,
+            byte_level: false,
+            metaspace: false,
+            byte_fallback: false,
         }
     }
 
     /// A vocab.json: the pipeline is GPT-2's byte-level one, built here.
     fn of_vocab(vocab: &HashMap<String, u32>) -> Facts {
-        let has = |token: &str| vocab.contains_key(token);
-        Facts {
-            endoftext: has("<|endoftext|>"),
-            im_start: has("<|im_start|>"),
-            start_of_turn: has("<start_of_turn>"),
-            bos: has("<bos>"),
-            eos: has("<eos>"),
-            byte_level: true,
-            metaspace: false,
-            byte_fallback: false,
-        }
+        Facts { byte_level: true, ..Facts::markers(|token| vocab.contains_key(token)) }
     }
 
     /// The family these facts point to, and the reason.

@@ -348,11 +348,7 @@ fn load<T: Element>(
     let mut maps: Vec<Mmap> = Vec::with_capacity(files.len());
     let mut mapped_bytes = 0;
     let mut loaded: HashSet<Param> = HashSet::new();
-    let layers = layout.params().filter_map(|p| match p {
-        Param::Layer(l, _) => Some(l + 1),
-        Param::Global(_) => None,
-    });
-    let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); layers.max().unwrap_or(0)];
+    let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); layout.layers()];
     let mut opened: Vec<File> = Vec::new();
     for path in files {
         let map = map_file(path)?;
@@ -388,49 +384,40 @@ fn load<T: Element>(
             };
             tensor.expect_shape(&hf_shape(param, slot, hidden, family))?;
             let source = tensor.source_type()?;
-            if paged {
-                // Paged: locate the blocks' matrices, read the rest from the file.
-                match param {
-                    Param::Layer(layer, p) if slot.matrix => pieces[layer].push(Piece {
-                        param: p,
-                        file: opened.len() - 1,
-                        offset: tensor.offset,
-                        stored: source,
-                        elements: slot.len,
-                    }),
-                    _ if slot.matrix => {
-                        let mut copy = vec![T::default(); slot.len].into_boxed_slice();
-                        read_converted(file, tensor.offset, source, &mut copy, path)?;
-                        // SAFETY: as below.
-                        entries[layout.table_index(param)] =
-                            unsafe { std::slice::from_raw_parts(copy.as_ptr(), copy.len()) };
-                        copies.push(copy);
-                    }
-                    _ => read_converted(
-                        file,
-                        tensor.offset,
-                        source,
-                        &mut vectors[slot.range()],
-                        path,
-                    )?,
+            // Paged, the blocks' matrices are only located; unpaged, matrices stored as `T`
+            // are used in place; everything else is read (converted) with pread.
+            let in_place = if paged { None } else { tensor.in_place::<T>() };
+            match param {
+                Param::Layer(layer, p) if paged && slot.matrix => pieces[layer].push(Piece {
+                    param: p,
+                    file: opened.len() - 1,
+                    offset: tensor.offset,
+                    stored: source,
+                    elements: slot.len,
+                }),
+                _ if !slot.matrix => {
+                    read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?;
                 }
-            } else if !slot.matrix {
-                read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?;
-            } else if let Some(in_place) = tensor.in_place::<T>() {
-                // SAFETY: the bytes are in `map`, which moves into `maps` below and so lives,
-                // unmoved in memory and unwritten, as long as the table (see TensorTable).
-                entries[layout.table_index(param)] =
-                    unsafe { std::slice::from_raw_parts(in_place.as_ptr(), in_place.len()) };
-                mapped_bytes += tensor.bytes.len();
-                used_in_place = true;
-            } else {
-                let mut copy = vec![T::default(); slot.len].into_boxed_slice();
-                read_converted(file, tensor.offset, source, &mut copy, path)?;
-                // SAFETY: the boxed buffer moves into `copies` and is never dropped or
-                // written while the table lives (see TensorTable).
-                entries[layout.table_index(param)] =
-                    unsafe { std::slice::from_raw_parts(copy.as_ptr(), copy.len()) };
-                copies.push(copy);
+                _ => {
+                    let matrix = match in_place {
+                        Some(bytes) => {
+                            mapped_bytes += tensor.bytes.len();
+                            used_in_place = true;
+                            bytes
+                        }
+                        None => {
+                            let mut copy = vec![T::default(); slot.len].into_boxed_slice();
+                            read_converted(file, tensor.offset, source, &mut copy, path)?;
+                            copies.push(copy);
+                            copies.last().expect("pushed above")
+                        }
+                    };
+                    // SAFETY: the slice is in `map` (which moves into `maps` below when used in
+                    // place) or in a boxed copy in `copies`; both live, unmoved in memory and
+                    // unwritten, as long as the table (see TensorTable).
+                    entries[layout.table_index(param)] =
+                        unsafe { std::slice::from_raw_parts(matrix.as_ptr(), matrix.len()) };
+                }
             }
             loaded.insert(param);
         }
