@@ -42,7 +42,7 @@ pub use embedding::WriteMode;
 pub use gemm::{Gemm, GemmRhs, Mat, MatMut, gemm, gemm_scratch_len};
 pub use isa::{Isa, sve_vector_bits};
 pub use kernels::Kernels;
-pub use loss::{IGNORE_INDEX, LmHeadLoss, LossValue};
+pub use loss::{HeadRows, IGNORE_INDEX, LmHeadLoss, LossValue};
 pub use mft_core::{bf16, f16};
 pub use norm::RmsNormForm;
 pub use optim::{AdamW, Sgd};

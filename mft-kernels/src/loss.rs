@@ -34,6 +34,12 @@
 //!   label's weight row. With a trained head, `d_weight` needs the final `lse` before any chunk
 //!   can contribute, so it runs the forward and then the backward (four GEMMs).
 //!
+//! The head's rows come through [`HeadRows`], one chunk at a time, in vocabulary order: a
+//! `[vocab, hidden]` slice in memory, or (the `_paged` calls, frozen heads only) a source that
+//! reads each chunk when the walk reaches it, so the head need not be in memory at all. The
+//! labels' own rows, which the flash-style `d_hidden` subtracts at the end, are copied (as f32)
+//! into scratch as their chunks pass.
+//!
 //! The per-row work on a chunk (max, exp, sums) runs in vectorized bodies (one per ISA) split by
 //! token rows across threads; the products run on [`Kernels::gemm`], which splits its columns.
 //!
@@ -86,6 +92,26 @@ pub struct LossValue {
     pub valid_tokens: usize,
 }
 
+/// The LM head's rows, one vocabulary chunk at a time: a whole `[vocab, hidden]` weight in
+/// memory (`&[T]`), or a source that supplies each chunk only when the walk reaches it (paged
+/// weights).
+pub trait HeadRows<T> {
+    /// Rows `first..first + rows` of the head (`rows × hidden` elements, row-major), valid
+    /// until the next call. A pass asks for the chunks of [`LmHeadLoss::chunk`] entries in
+    /// vocabulary order, each once.
+    ///
+    /// # Errors
+    /// `Err(())` when the rows cannot be supplied; the source keeps the reason.
+    #[allow(clippy::result_unit_err)] // The reason stays with the (std) source.
+    fn rows(&mut self, first: usize, rows: usize, hidden: usize) -> Result<&[T], ()>;
+}
+
+impl<T> HeadRows<T> for &[T] {
+    fn rows(&mut self, first: usize, rows: usize, hidden: usize) -> Result<&[T], ()> {
+        Ok(&self[first * hidden..(first + rows) * hidden])
+    }
+}
+
 impl LmHeadLoss {
     /// `tokens` hidden rows of width `hidden` against a `[vocab, hidden]` head, in the default
     /// chunk: about 2²⁰ logits (2048 vocabulary entries at 512 tokens), clamped to 256..=8192
@@ -133,28 +159,34 @@ impl LmHeadLoss {
         stats + logits + gemm
     }
 
-    /// Floats of the per-token state, the logits block and the GEMM packing buffers.
+    /// Floats of the per-token state (with the labels' head rows), the logits block and the
+    /// GEMM packing buffers.
     fn scratch_parts(&self, gemm: &Gemm, threads: usize) -> (usize, usize, usize) {
         let (t, h, c) = (self.tokens, self.hidden, self.chunk);
         let packing = gemm
             .scratch_len(t, c, h, threads) // logits = hidden · W_cᵀ
             .max(gemm.scratch_len(t, h, c, threads)) // d_hidden += dl · W_c
             .max(gemm.scratch_len(c, h, t, threads)); // d_weight_c += dlᵀ · hidden
-        (STATS_PER_TOKEN * t, t * c, packing)
+        ((STATS_PER_TOKEN + h) * t, t * c, packing)
+    }
+
+    /// Asserts a whole head weight matches the shape.
+    fn check_weight<T>(&self, what: &str, weight: &[T]) {
+        let (h, v) = (self.hidden, self.vocab);
+        assert!(
+            weight.len() == v * h,
+            "{what}: weight holds {} elements, expected vocab {v} × hidden {h}",
+            weight.len()
+        );
     }
 
     /// Asserts the operands match the shape; returns the number of valid tokens.
-    fn check<T>(&self, what: &str, hidden: &[f32], weight: &[T], labels: &[i32]) -> usize {
+    fn check(&self, what: &str, hidden: &[f32], labels: &[i32]) -> usize {
         let (t, h, v) = (self.tokens, self.hidden, self.vocab);
         assert!(
             hidden.len() == t * h,
             "{what}: hidden holds {} floats, expected tokens {t} × hidden {h}",
             hidden.len()
-        );
-        assert!(
-            weight.len() == v * h,
-            "{what}: weight holds {} elements, expected vocab {v} × hidden {h}",
-            weight.len()
         );
         assert!(
             labels.len() == t,
@@ -191,43 +223,49 @@ struct Scratch<'a> {
     sum: &'a mut [f32],
     /// The label's logit per token.
     target: &'a mut [f32],
+    /// The label's head row per token (`[tokens, hidden]`, flash-style pass only).
+    label_rows: &'a mut [f32],
     /// One `tokens × chunk` block of logits.
     logits: &'a mut [f32],
     /// The GEMM's packing buffers.
     gemm: &'a mut [f32],
 }
 
-/// The operands every pass reads.
-struct Operands<'a, T> {
+/// The operands every pass reads (the head comes apart, through [`HeadRows`]).
+#[derive(Clone, Copy)]
+struct Operands<'a> {
     shape: &'a LmHeadLoss,
     hidden: &'a [f32],
-    weight: &'a [T],
     labels: &'a [i32],
 }
 
-impl<T> Clone for Operands<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Operands<'_, T> {}
-
-impl<'a, T: GemmRhs> Operands<'a, T> {
+impl<'a> Operands<'a> {
     /// The `[tokens, hidden]` hidden states.
     fn hidden(&self) -> Mat<'a, f32> {
         let (t, h) = (self.shape.tokens, self.shape.hidden);
         Mat::row_major(self.hidden, t, h, h)
     }
 
-    /// Rows `v0..v0 + w` of the weight, `[w, hidden]`.
-    fn weight_rows(&self, v0: usize, w: usize) -> Mat<'a, T> {
+    /// Rows `v0..v0 + w` of the head from `head` (`[w, hidden]`, row-major).
+    fn head_rows<'h, T: GemmRhs>(
+        &self,
+        head: &'h mut dyn HeadRows<T>,
+        v0: usize,
+        w: usize,
+    ) -> Result<&'h [T], ()> {
         let h = self.shape.hidden;
-        Mat::row_major(&self.weight[v0 * h..(v0 + w) * h], w, h, h)
+        let rows = head.rows(v0, w, h)?;
+        assert!(
+            rows.len() == w * h,
+            "HeadRows: rows {v0}..{} hold {} elements, expected {w} × hidden {h}",
+            v0 + w,
+            rows.len()
+        );
+        Ok(rows)
     }
 
     /// The vocabulary chunks as `(first entry, width)`.
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + use<T> {
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (v, c) = (self.shape.vocab, self.shape.chunk);
         (0..v).step_by(c).map(move |v0| (v0, c.min(v - v0)))
     }
@@ -266,14 +304,37 @@ impl Kernels {
         &self,
         shape: &LmHeadLoss,
         hidden: &[f32],
-        weight: &[T],
+        mut weight: &[T],
         labels: &[i32],
         lse: &mut [f32],
         scratch: &mut [f32],
         parallel: &dyn Parallel,
     ) -> LossValue {
+        shape.check_weight("lm_head_loss_forward", weight);
+        self.lm_head_loss_forward_paged(shape, hidden, &mut weight, labels, lse, scratch, parallel)
+            .expect("a slice supplies every chunk")
+    }
+
+    /// [`Kernels::lm_head_loss_forward`] with the head's rows from `head`, chunk by chunk.
+    ///
+    /// # Errors
+    /// `Err(())` when `head` fails (`lse` is then unspecified).
+    ///
+    /// # Panics
+    /// As [`Kernels::lm_head_loss_forward`], and if `head` gives a chunk of the wrong length.
+    #[allow(clippy::too_many_arguments)] // operands, saved state, scratch, threads
+    pub fn lm_head_loss_forward_paged<T: GemmRhs>(
+        &self,
+        shape: &LmHeadLoss,
+        hidden: &[f32],
+        head: &mut dyn HeadRows<T>,
+        labels: &[i32],
+        lse: &mut [f32],
+        scratch: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<LossValue, ()> {
         const WHAT: &str = "lm_head_loss_forward";
-        let valid = shape.check(WHAT, hidden, weight, labels);
+        let valid = shape.check(WHAT, hidden, labels);
         assert!(
             lse.len() == shape.tokens,
             "{WHAT}: lse holds {} floats, expected one per token ({})",
@@ -281,11 +342,11 @@ impl Kernels {
             shape.tokens
         );
         let s = self.split_scratch(WHAT, shape, scratch, parallel.threads());
-        let ops = Operands { shape, hidden, weight, labels };
-        self.online_pass(ops, s.max, s.sum, s.target, s.logits, s.gemm, None, parallel);
+        let ops = Operands { shape, hidden, labels };
+        self.online_pass(ops, head, s.max, s.sum, s.target, s.logits, s.gemm, None, parallel)?;
         finish_lse(s.max, s.sum);
         lse.copy_from_slice(s.max);
-        LossValue { loss: mean_loss(lse, s.target, labels, valid), valid_tokens: valid }
+        Ok(LossValue { loss: mean_loss(lse, s.target, labels, valid), valid_tokens: valid })
     }
 
     /// The gradients of the loss of [`Kernels::lm_head_loss_forward`] (called with the same
@@ -303,7 +364,7 @@ impl Kernels {
         &self,
         shape: &LmHeadLoss,
         hidden: &[f32],
-        weight: &[T],
+        mut weight: &[T],
         labels: &[i32],
         lse: &[f32],
         d_loss: f32,
@@ -313,7 +374,8 @@ impl Kernels {
         parallel: &dyn Parallel,
     ) {
         const WHAT: &str = "lm_head_loss_backward";
-        let valid = shape.check(WHAT, hidden, weight, labels);
+        shape.check_weight(WHAT, weight);
+        let valid = shape.check(WHAT, hidden, labels);
         assert!(
             lse.len() == shape.tokens,
             "{WHAT}: lse holds {} floats, expected one per token ({})",
@@ -322,9 +384,11 @@ impl Kernels {
         );
         check_gradients(WHAT, shape, d_hidden, d_weight.as_deref());
         let s = self.split_scratch(WHAT, shape, scratch, parallel.threads());
-        let ops = Operands { shape, hidden, weight, labels };
+        let ops = Operands { shape, hidden, labels };
         let g = gradient_scale(d_loss, valid);
-        self.backward_pass(ops, lse, g, d_hidden, d_weight, s.logits, s.gemm, parallel);
+        let (logits, gemm) = (s.logits, s.gemm);
+        self.backward_pass(ops, &mut weight, lse, g, d_hidden, d_weight, logits, gemm, parallel)
+            .expect("a slice supplies every chunk");
     }
 
     /// Forward and backward in one call (training): returns the loss, writes `d_hidden` and
@@ -345,7 +409,7 @@ impl Kernels {
         &self,
         shape: &LmHeadLoss,
         hidden: &[f32],
-        weight: &[T],
+        mut weight: &[T],
         labels: &[i32],
         d_loss: f32,
         d_hidden: &mut [f32],
@@ -354,30 +418,78 @@ impl Kernels {
         parallel: &dyn Parallel,
     ) -> LossValue {
         const WHAT: &str = "lm_head_loss_forward_backward";
-        let valid = shape.check(WHAT, hidden, weight, labels);
-        check_gradients(WHAT, shape, d_hidden, d_weight.as_deref());
+        shape.check_weight(WHAT, weight);
+        let Some(d_weight) = d_weight else {
+            return self
+                .lm_head_loss_forward_backward_paged(
+                    shape,
+                    hidden,
+                    &mut weight,
+                    labels,
+                    d_loss,
+                    d_hidden,
+                    scratch,
+                    parallel,
+                )
+                .expect("a slice supplies every chunk");
+        };
+        let valid = shape.check(WHAT, hidden, labels);
+        check_gradients(WHAT, shape, d_hidden, Some(d_weight));
         let s = self.split_scratch(WHAT, shape, scratch, parallel.threads());
         if valid == 0 {
             d_hidden.fill(0.0);
             return LossValue { loss: 0.0, valid_tokens: 0 };
         }
-        let ops = Operands { shape, hidden, weight, labels };
+        let ops = Operands { shape, hidden, labels };
         let g = gradient_scale(d_loss, valid);
-        match d_weight {
-            Some(d_weight) => {
-                self.online_pass(ops, s.max, s.sum, s.target, s.logits, s.gemm, None, parallel);
+        let (logits, gemm) = (s.logits, s.gemm);
+        let head = &mut weight;
+        self.online_pass(ops, head, s.max, s.sum, s.target, logits, gemm, None, parallel)
+            .and_then(|()| {
                 finish_lse(s.max, s.sum);
-                let (logits, gemm) = (s.logits, s.gemm);
-                self.backward_pass(ops, s.max, g, d_hidden, Some(d_weight), logits, gemm, parallel);
-            }
-            None => {
-                let flash = Some(&mut *d_hidden);
-                self.online_pass(ops, s.max, s.sum, s.target, s.logits, s.gemm, flash, parallel);
-                self.finish_flash(ops, s.sum, g, d_hidden, parallel);
-                finish_lse(s.max, s.sum);
-            }
-        }
+                let d_weight = Some(d_weight);
+                self.backward_pass(ops, head, s.max, g, d_hidden, d_weight, logits, gemm, parallel)
+            })
+            .expect("a slice supplies every chunk");
         LossValue { loss: mean_loss(s.max, s.target, labels, valid), valid_tokens: valid }
+    }
+
+    /// [`Kernels::lm_head_loss_forward_backward`] for a frozen head (no `d_weight`) whose rows
+    /// come from `head`, chunk by chunk, each once.
+    ///
+    /// # Errors
+    /// `Err(())` when `head` fails (`d_hidden` is then unspecified).
+    ///
+    /// # Panics
+    /// As [`Kernels::lm_head_loss_forward_backward`], and if `head` gives a chunk of the wrong
+    /// length.
+    #[allow(clippy::too_many_arguments)] // operands, gradients, scratch, threads
+    pub fn lm_head_loss_forward_backward_paged<T: GemmRhs>(
+        &self,
+        shape: &LmHeadLoss,
+        hidden: &[f32],
+        head: &mut dyn HeadRows<T>,
+        labels: &[i32],
+        d_loss: f32,
+        d_hidden: &mut [f32],
+        scratch: &mut [f32],
+        parallel: &dyn Parallel,
+    ) -> Result<LossValue, ()> {
+        const WHAT: &str = "lm_head_loss_forward_backward";
+        let valid = shape.check(WHAT, hidden, labels);
+        check_gradients(WHAT, shape, d_hidden, None);
+        let s = self.split_scratch(WHAT, shape, scratch, parallel.threads());
+        if valid == 0 {
+            d_hidden.fill(0.0);
+            return Ok(LossValue { loss: 0.0, valid_tokens: 0 });
+        }
+        let ops = Operands { shape, hidden, labels };
+        let g = gradient_scale(d_loss, valid);
+        let flash = Some(Flash { acc: &mut *d_hidden, label_rows: &mut *s.label_rows });
+        self.online_pass(ops, head, s.max, s.sum, s.target, s.logits, s.gemm, flash, parallel)?;
+        self.finish_flash(ops, s.label_rows, s.sum, g, d_hidden, parallel);
+        finish_lse(s.max, s.sum);
+        Ok(LossValue { loss: mean_loss(s.max, s.target, labels, valid), valid_tokens: valid })
     }
 
     /// Splits `scratch` after checking it is long enough.
@@ -397,30 +509,33 @@ impl Kernels {
             scratch.len(),
             stats + logits + gemm
         );
-        let t = shape.tokens;
+        let (t, h) = (shape.tokens, shape.hidden);
         let (max, rest) = scratch.split_at_mut(t);
         let (sum, rest) = rest.split_at_mut(t);
         let (target, rest) = rest.split_at_mut(t);
+        let (label_rows, rest) = rest.split_at_mut(t * h);
         let (logits, rest) = rest.split_at_mut(logits);
-        Scratch { max, sum, target, logits, gemm: &mut rest[..gemm] }
+        Scratch { max, sum, target, label_rows, logits, gemm: &mut rest[..gemm] }
     }
 
     /// Walks the vocabulary chunk by chunk: logits by GEMM, then per token the running max, the
-    /// running sum of `exp(l − max)` and the label's logit. With `flash` (`d_hidden`), also
-    /// accumulates `flash += exp(l − max)·W_c` (rows rescaled when their max grows); ignored
-    /// tokens' rows of it end up zero.
+    /// running sum of `exp(l − max)` and the label's logit. With `flash`, also accumulates
+    /// `flash.acc += exp(l − max)·W_c` (rows rescaled when their max grows; ignored tokens'
+    /// rows end up zero) and copies each valid token's label row of the head into
+    /// `flash.label_rows`.
     #[allow(clippy::too_many_arguments)] // the scratch parts, passed apart to borrow apart
     fn online_pass<T: GemmRhs>(
         &self,
-        ops: Operands<'_, T>,
+        ops: Operands<'_>,
+        head: &mut dyn HeadRows<T>,
         max: &mut [f32],
         sum: &mut [f32],
         target: &mut [f32],
         logits: &mut [f32],
         gemm: &mut [f32],
-        mut flash: Option<&mut [f32]>,
+        mut flash: Option<Flash<'_>>,
         parallel: &dyn Parallel,
-    ) {
+    ) -> Result<(), ()> {
         let (t, h) = (ops.shape.tokens, ops.shape.hidden);
         max.fill(f32::NEG_INFINITY);
         sum.fill(0.0);
@@ -429,13 +544,14 @@ impl Kernels {
             let first = v0 == 0;
             let block = &mut logits[..t * w];
             let out = MatMut::row_major(block, t, w, w);
-            let weight = ops.weight_rows(v0, w);
+            let rows = ops.head_rows(head, v0, w)?;
+            let weight = Mat::row_major(rows, w, h, h);
             self.gemm().run(1.0, ops.hidden(), weight.t(), 0.0, out, gemm, parallel);
             {
                 let rows_of_block = SharedSlice::new(&mut *block);
                 let (max, sum) = (SharedSlice::new(&mut *max), SharedSlice::new(&mut *sum));
                 let target = SharedSlice::new(&mut *target);
-                let acc = flash.as_deref_mut().map(SharedSlice::new);
+                let acc = flash.as_mut().map(|f| SharedSlice::new(&mut *f.acc));
                 for_each_range(parallel, t, rows_per_task(w), |rows| {
                     // SAFETY: the tasks of one run take disjoint token ranges, and every part
                     // below is the range's own tokens (rows of the block and of `acc`).
@@ -456,20 +572,24 @@ impl Kernels {
                     );
                 });
             }
-            if let Some(acc) = flash.as_deref_mut() {
+            if let Some(Flash { acc, label_rows }) = flash.as_mut() {
+                copy_label_rows(rows, v0, w, ops.labels, label_rows, h);
                 let beta = if first { 0.0 } else { 1.0 };
                 let e = Mat::row_major(&*block, t, w, w);
                 let out = MatMut::row_major(acc, t, h, h);
                 self.gemm().run(1.0, e, weight, beta, out, gemm, parallel);
             }
         }
+        Ok(())
     }
 
     /// `d_hidden = g·(acc / sum − W[label])` per valid token (`acc` is `d_hidden` as
-    /// [`Kernels::online_pass`] left it), zero for ignored ones.
-    fn finish_flash<T: GemmRhs>(
+    /// [`Kernels::online_pass`] left it, `W[label]` its copy in `label_rows`), zero for ignored
+    /// ones.
+    fn finish_flash(
         &self,
-        ops: Operands<'_, T>,
+        ops: Operands<'_>,
+        label_rows: &[f32],
         sum: &[f32],
         g: f32,
         d_hidden: &mut [f32],
@@ -487,11 +607,11 @@ impl Kernels {
                 for (i, row) in rows.zip(d_hidden.chunks_exact_mut(h)) {
                     match label_index(ops.labels[i]) {
                         None => row.fill(0.0),
-                        Some(y) => {
+                        Some(_) => {
                             let inv = 1.0 / sum[i];
-                            let w_row = &ops.weight[y * h..(y + 1) * h];
+                            let w_row = &label_rows[i * h..(i + 1) * h];
                             for (d, &wv) in row.iter_mut().zip(w_row) {
-                                *d = g * (*d * inv - wv.widen());
+                                *d = g * (*d * inv - wv);
                             }
                         }
                     }
@@ -506,7 +626,8 @@ impl Kernels {
     #[allow(clippy::too_many_arguments)] // operands, saved state, gradients, scratch, threads
     fn backward_pass<T: GemmRhs>(
         &self,
-        ops: Operands<'_, T>,
+        ops: Operands<'_>,
+        head: &mut dyn HeadRows<T>,
         lse: &[f32],
         g: f32,
         d_hidden: &mut [f32],
@@ -514,10 +635,10 @@ impl Kernels {
         logits: &mut [f32],
         gemm: &mut [f32],
         parallel: &dyn Parallel,
-    ) {
+    ) -> Result<(), ()> {
         if g == 0.0 {
             d_hidden.fill(0.0);
-            return;
+            return Ok(());
         }
         let (t, h) = (ops.shape.tokens, ops.shape.hidden);
         if ops.shape.vocab == 0 {
@@ -526,7 +647,7 @@ impl Kernels {
         for (v0, w) in ops.chunks() {
             let block = &mut logits[..t * w];
             let out = MatMut::row_major(block, t, w, w);
-            let weight = ops.weight_rows(v0, w);
+            let weight = Mat::row_major(ops.head_rows(head, v0, w)?, w, h, h);
             self.gemm().run(1.0, ops.hidden(), weight.t(), 0.0, out, gemm, parallel);
             {
                 let rows_of_block = SharedSlice::new(&mut *block);
@@ -547,6 +668,33 @@ impl Kernels {
             if let Some(d_weight) = d_weight.as_deref_mut() {
                 let out = MatMut::row_major(&mut d_weight[v0 * h..(v0 + w) * h], w, h, h);
                 self.gemm().run(g, dl.t(), ops.hidden(), 1.0, out, gemm, parallel);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flash-style pass's outputs: the `d_hidden` accumulator and the labels' head rows.
+struct Flash<'a> {
+    acc: &'a mut [f32],
+    label_rows: &'a mut [f32],
+}
+
+/// Copies, as f32, the head row of every token whose label lies in the chunk `v0..v0 + w`
+/// (`chunk`: its `[w, h]` rows) into that token's row of `label_rows`.
+fn copy_label_rows<T: GemmRhs>(
+    chunk: &[T],
+    v0: usize,
+    w: usize,
+    labels: &[i32],
+    label_rows: &mut [f32],
+    h: usize,
+) {
+    for (i, &label) in labels.iter().enumerate() {
+        if let Some(y) = label_index(label).filter(|y| (v0..v0 + w).contains(y)) {
+            let row = &chunk[(y - v0) * h..(y - v0 + 1) * h];
+            for (dst, &src) in label_rows[i * h..(i + 1) * h].iter_mut().zip(row) {
+                *dst = src.widen();
             }
         }
     }

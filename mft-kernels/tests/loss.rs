@@ -609,3 +609,102 @@ fn mismatched_operands_panic_naming_them() {
 fn a_zero_chunk_panics() {
     let _ = LmHeadLoss::new(4, 8, 10).with_chunk(0);
 }
+
+/// A head that hands out copies of its chunks, recording which rows were asked for, and
+/// fails from the `fail_at`-th call on.
+struct ChunkedHead<'a, T> {
+    weight: &'a [T],
+    copy: Vec<T>,
+    asked: Vec<(usize, usize)>,
+    fail_at: usize,
+}
+
+impl<T: GemmRhs> mft_kernels::HeadRows<T> for ChunkedHead<'_, T> {
+    fn rows(&mut self, first: usize, rows: usize, hidden: usize) -> Result<&[T], ()> {
+        if self.asked.len() == self.fail_at {
+            return Err(());
+        }
+        self.asked.push((first, rows));
+        self.copy.clear();
+        self.copy.extend_from_slice(&self.weight[first * hidden..(first + rows) * hidden]);
+        Ok(&self.copy)
+    }
+}
+
+/// The `_paged` calls, given the head chunk by chunk, give the same bits as the slice calls,
+/// asking for each chunk once in vocabulary order; a failing head makes them return `Err`.
+#[test]
+fn a_paged_head_gives_the_same_bits_as_a_slice() {
+    for k in every_isa() {
+        for chunk in [1, 7, 64, 1000] {
+            let p = Problem::<bf16>::new((9, 17, 150), chunk, 42, 3, 1.0);
+            let (t, h, v) = p.dims();
+            let head =
+                |fail_at| ChunkedHead { weight: &p.weight, copy: vec![], asked: vec![], fail_at };
+            let chunks: Vec<(usize, usize)> = (0..v)
+                .step_by(p.shape.chunk())
+                .map(|v0| (v0, p.shape.chunk().min(v - v0)))
+                .collect();
+            let mut scratch = vec![f32::NAN; p.shape.scratch_len(&k, 1)];
+            let what = format!("{} chunk {chunk}", k.isa());
+
+            let (want, _) = run(&k, &p, 0.5, false, false, &Sequential);
+            let mut d_hidden = vec![f32::NAN; t * h];
+            let mut paged = head(usize::MAX);
+            let got = k
+                .lm_head_loss_forward_backward_paged(
+                    &p.shape,
+                    &p.hidden,
+                    &mut paged,
+                    &p.labels,
+                    0.5,
+                    &mut d_hidden,
+                    &mut scratch,
+                    &Sequential,
+                )
+                .unwrap();
+            assert_eq!(got, want.value, "{what}: loss");
+            assert_eq!(d_hidden, want.d_hidden, "{what}: d_hidden");
+            assert_eq!(paged.asked, chunks, "{what}: chunks asked for");
+
+            let mut lse = vec![f32::NAN; t];
+            let mut want_lse = vec![f32::NAN; t];
+            let want = k.lm_head_loss_forward(
+                &p.shape,
+                &p.hidden,
+                &p.weight,
+                &p.labels,
+                &mut want_lse,
+                &mut scratch,
+                &Sequential,
+            );
+            let mut paged = head(usize::MAX);
+            let got = k
+                .lm_head_loss_forward_paged(
+                    &p.shape,
+                    &p.hidden,
+                    &mut paged,
+                    &p.labels,
+                    &mut lse,
+                    &mut scratch,
+                    &Sequential,
+                )
+                .unwrap();
+            assert_eq!((got, &lse), (want, &want_lse), "{what}: forward");
+
+            let mut failing = head(chunks.len() / 2);
+            let failed = k.lm_head_loss_forward_backward_paged(
+                &p.shape,
+                &p.hidden,
+                &mut failing,
+                &p.labels,
+                0.5,
+                &mut d_hidden,
+                &mut scratch,
+                &Sequential,
+            );
+            assert_eq!(failed, Err(()), "{what}: a failing head");
+            assert_eq!(failing.asked.len(), chunks.len() / 2, "{what}: stops at the failure");
+        }
+    }
+}
