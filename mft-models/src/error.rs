@@ -48,10 +48,15 @@ pub enum Error {
         /// The limit it broke.
         limit: usize,
     },
-    /// A [`crate::BlockSource`] could not supply a block's matrices (it keeps the reason).
+    /// A combination of inputs the model does not run.
+    Unsupported {
+        /// What it is.
+        what: &'static str,
+    },
+    /// A [`crate::BlockSource`] could not supply a part of the weights (it keeps the reason).
     Paging {
-        /// The block asked for.
-        layer: usize,
+        /// The part asked for.
+        page: crate::Page,
     },
 }
 
@@ -69,9 +74,18 @@ impl fmt::Display for Error {
             Error::InvalidBatch { problem, value, limit } => {
                 write!(f, "batch: {problem} ({value}, limit {limit})")
             }
-            Error::Paging { layer } => {
-                write!(f, "the matrices of block {layer} could not be paged in")
-            }
+            Error::Unsupported { what } => write!(f, "not supported: {what}"),
+            Error::Paging { page } => match page {
+                crate::Page::Block(layer) => {
+                    write!(f, "the matrices of block {layer} could not be paged in")
+                }
+                crate::Page::Head { first, rows } => {
+                    write!(f, "the head's rows {first}..{} could not be paged in", first + rows)
+                }
+                crate::Page::EmbeddingRows => {
+                    write!(f, "the token embedding's rows could not be paged in")
+                }
+            },
         }
     }
 }

@@ -70,7 +70,7 @@ pub use error::{Error, Result};
 pub use lora::{LoraConfig, LoraLayout, LoraTargets};
 pub use model::{Batch, Model, Purpose, StepOptions, WorkspaceSizes, shift_labels};
 pub use ops::{Adapters, Gradients};
-pub use paged::BlockSource;
+pub use paged::{BlockSource, Page, Paging};
 pub use params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
 pub use plan::{MemoryPlan, Mode};
 

@@ -27,7 +27,7 @@ use crate::config::{Family, ModelConfig};
 use crate::error::{Error, Result};
 use crate::lora::LoraLayout;
 use crate::ops::{Adapters, Ctx, Gradients, Norm, NormKind};
-use crate::paged::BlockSource;
+use crate::paged::{BlockSource, Page, Paging, SourceHead};
 use crate::params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
 
 /// One batch of token ids with their next-token targets.
@@ -328,14 +328,14 @@ impl Model {
         )
     }
 
-    /// [`Model::train_step`] with the blocks' frozen matrices paged in from `source`, in the
-    /// order of [`Model::block_schedule`]`(true)`; `weights` supplies the rest (a table whose
-    /// block entries are not read). Full fine-tuning is not paged this way (its gradients
-    /// would be).
+    /// [`Model::train_step`] with the blocks' frozen matrices (and, when the source pages
+    /// them, the embedding's and the head's) paged in from `source`, in the order of
+    /// [`Model::page_schedule`]`(true, …)`; `weights` supplies the rest (a table whose paged
+    /// entries are not read). Full fine-tuning is not paged this way (its gradients would be).
     ///
     /// # Errors
     /// As [`Model::train_step`]; [`Error::Paging`] when `source` fails; a block matrix of the
-    /// wrong size.
+    /// wrong size; [`Error::Unsupported`] for a trained head with paged embeddings.
     #[allow(clippy::too_many_arguments)] // kernels, weights, source, adapters, gradients, data, memory, threads
     pub fn train_step_paged<T: GemmRhs>(
         &self,
@@ -355,12 +355,24 @@ impl Model {
         )
     }
 
-    /// The order in which a paged step asks its [`BlockSource`] for blocks: every block
-    /// forward, then (training) every block backward, last to first.
-    pub fn block_schedule(&self, training: bool) -> impl Iterator<Item = usize> + use<> {
-        let layers = self.config.layers;
+    /// The order in which a paged step over `tokens` tokens (batch × seq) asks its
+    /// [`BlockSource`] for pages: every block forward; with `embeddings` (a source that pages
+    /// them), the head's vocabulary chunks in order; then (training) every block backward, last
+    /// to first.
+    pub fn page_schedule(
+        &self,
+        training: bool,
+        tokens: usize,
+        embeddings: bool,
+    ) -> impl Iterator<Item = Page> + use<> {
+        let (layers, vocab) = (self.config.layers, self.config.vocab);
+        let chunk = LmHeadLoss::new(tokens, self.config.hidden, vocab).chunk();
+        let head = (0..vocab)
+            .step_by(chunk)
+            .filter(move |_| embeddings)
+            .map(move |first| Page::Head { first, rows: chunk.min(vocab - first) });
         let backward = (0..layers).rev().filter(move |_| training);
-        (0..layers).chain(backward)
+        (0..layers).map(Page::Block).chain(head).chain(backward.map(Page::Block))
     }
 
     #[allow(clippy::too_many_arguments)] // kernels, weights, source, adapters, gradients, data, memory, threads
@@ -379,7 +391,13 @@ impl Model {
         let (b, t) = (batch.batch, batch.seq);
         self.check_batch(batch.input_ids, b, t)?;
         self.check_targets(batch)?;
-        self.check_weights(&weights, adapters, source.is_some())?;
+        let paging = Paging::of(source.as_deref());
+        self.check_weights(&weights, adapters, paging)?;
+        let head = self.head_param();
+        let d_head = grads.param(&self.layout, head);
+        if paging.covers(head) && d_head.is_some() {
+            return Err(Error::Unsupported { what: "a trained head with paged embeddings" });
+        }
         let lora = adapters.map(|a| a.layout);
         let purpose = Purpose::Train { checkpointed_blocks: options.checkpointed_blocks };
         let threads = parallel.threads();
@@ -399,30 +417,45 @@ impl Model {
         let positions = self.prepare(&mut buf, t);
         self.embed(
             &ctx,
+            &mut source,
             batch.input_ids,
             positions,
             first_block_input(&mut buf, d.n * self.config.hidden),
-        );
+        )?;
         self.blocks_forward(&ctx, &mut source, &d, &mut buf, positions)?;
 
         // Final norm and the fused head + loss.
         let final_norm = self.final_norm();
         final_norm.forward(&ctx, buf.x_final, buf.hidden, buf.mean, buf.rstd);
         let shape = LmHeadLoss::new(d.n, self.config.hidden, self.config.vocab);
-        let head = self.head_param();
-        let head_weight = weights.matrix(&self.layout, head);
-        let d_head = grads.param(&self.layout, head);
-        let loss = kernels.lm_head_loss_forward_backward(
-            &shape,
-            buf.hidden,
-            head_weight,
-            batch.targets,
-            options.loss_weight,
-            buf.d_hidden,
-            d_head,
-            buf.scratch,
-            parallel,
-        );
+        let loss = match source.as_deref_mut().filter(|_| paging.covers(head)) {
+            Some(source) => {
+                let mut rows = SourceHead { source, last: Page::EmbeddingRows };
+                kernels
+                    .lm_head_loss_forward_backward_paged(
+                        &shape,
+                        buf.hidden,
+                        &mut rows,
+                        batch.targets,
+                        options.loss_weight,
+                        buf.d_hidden,
+                        buf.scratch,
+                        parallel,
+                    )
+                    .map_err(|()| Error::Paging { page: rows.last })?
+            }
+            None => kernels.lm_head_loss_forward_backward(
+                &shape,
+                buf.hidden,
+                weights.matrix(&self.layout, head),
+                batch.targets,
+                options.loss_weight,
+                buf.d_hidden,
+                grads.param(&self.layout, head),
+                buf.scratch,
+                parallel,
+            ),
+        };
         final_norm.backward(
             &ctx,
             &mut grads,
@@ -467,7 +500,7 @@ impl Model {
             });
         }
         let buf = self.eval_hidden(
-            kernels, weights, None, adapters, input_ids, batch, seq, workspace, parallel,
+            kernels, weights, &mut None, adapters, input_ids, batch, seq, workspace, parallel,
         )?;
         let (h, v) = (self.config.hidden, self.config.vocab);
         let head = weights.matrix(&self.layout, self.head_param());
@@ -501,8 +534,9 @@ impl Model {
         self.loss_with(kernels, weights, None, adapters, batch, workspace, parallel)
     }
 
-    /// [`Model::loss`] with the blocks' frozen matrices paged in from `source`, in the order of
-    /// [`Model::block_schedule`]`(false)`.
+    /// [`Model::loss`] with the blocks' frozen matrices (and, when the source pages them, the
+    /// embedding's and the head's) paged in from `source`, in the order of
+    /// [`Model::page_schedule`]`(false, …)`.
     ///
     /// # Errors
     /// As [`Model::loss`]; [`Error::Paging`] when `source` fails.
@@ -533,10 +567,11 @@ impl Model {
     ) -> Result<LossValue> {
         self.check_targets(batch)?;
         let (b, t) = (batch.batch, batch.seq);
+        let mut source = source;
         let buf = self.eval_hidden(
             kernels,
             weights,
-            source,
+            &mut source,
             adapters,
             batch.input_ids,
             b,
@@ -544,18 +579,33 @@ impl Model {
             workspace,
             parallel,
         )?;
-        let n = b * t;
-        let shape = LmHeadLoss::new(n, self.config.hidden, self.config.vocab);
-        let head = weights.matrix(&self.layout, self.head_param());
-        Ok(kernels.lm_head_loss_forward(
-            &shape,
-            buf.hidden,
-            head,
-            batch.targets,
-            buf.lse,
-            buf.scratch,
-            parallel,
-        ))
+        let shape = LmHeadLoss::new(b * t, self.config.hidden, self.config.vocab);
+        let head = self.head_param();
+        match source.filter(|s| Paging::of(Some(&**s)).covers(head)) {
+            Some(source) => {
+                let mut rows = SourceHead { source, last: Page::EmbeddingRows };
+                kernels
+                    .lm_head_loss_forward_paged(
+                        &shape,
+                        buf.hidden,
+                        &mut rows,
+                        batch.targets,
+                        buf.lse,
+                        buf.scratch,
+                        parallel,
+                    )
+                    .map_err(|()| Error::Paging { page: rows.last })
+            }
+            None => Ok(kernels.lm_head_loss_forward(
+                &shape,
+                buf.hidden,
+                weights.matrix(&self.layout, head),
+                batch.targets,
+                buf.lse,
+                buf.scratch,
+                parallel,
+            )),
+        }
     }
 
     /// Evaluation forward up to the final norm, whose output `[batch·seq, hidden]` is left in
@@ -565,7 +615,7 @@ impl Model {
         &self,
         kernels: &Kernels,
         weights: Weights<'_, T>,
-        mut source: Option<&mut dyn BlockSource<T>>,
+        source: &mut Option<&mut dyn BlockSource<T>>,
         adapters: Option<Adapters<'_>>,
         input_ids: &[u32],
         batch: usize,
@@ -574,7 +624,7 @@ impl Model {
         parallel: &dyn Parallel,
     ) -> Result<Buffers<'w>> {
         self.check_batch(input_ids, batch, seq)?;
-        self.check_weights(&weights, adapters, source.is_some())?;
+        self.check_weights(&weights, adapters, Paging::of(source.as_deref()))?;
         let lora = adapters.map(|a| a.layout);
         let threads = parallel.threads();
         let mut buf =
@@ -592,10 +642,10 @@ impl Model {
         };
         let d = Dims::new(&self.config, lora, batch, seq);
         let positions = self.prepare(&mut buf, seq);
-        self.embed(&ctx, input_ids, positions, buf.replay.x);
+        self.embed(&ctx, source, input_ids, positions, buf.replay.x)?;
         for layer in 0..self.config.layers {
             let rope = rope_of(&self.config, layer, buf.rope_global, buf.rope_local);
-            self.in_block(&ctx, &mut source, layer, |ctx| {
+            self.in_block(&ctx, source, layer, |ctx| {
                 block::forward(
                     ctx,
                     &d,
@@ -641,9 +691,9 @@ impl Model {
         &self,
         weights: &Weights<'_, T>,
         adapters: Option<Adapters<'_>>,
-        paged: bool,
+        paging: Paging,
     ) -> Result<()> {
-        if let Some((buffer, expected, actual)) = weights.size_mismatch(&self.layout, paged) {
+        if let Some((buffer, expected, actual)) = weights.size_mismatch(&self.layout, paging) {
             return Err(Error::BufferSize { buffer, expected, actual });
         }
         match adapters {
@@ -689,23 +739,38 @@ impl Model {
         })
     }
 
-    /// `x = scale·embed[ids] (+ positions[t])`.
-    fn embed<T: GemmRhs>(&self, ctx: &Ctx<'_, T>, ids: &[u32], positions: &[u32], x: &mut [f32]) {
+    /// `x = scale·embed[ids] (+ positions[t])`, the embedding's rows from `source` when it
+    /// pages them.
+    fn embed<T: GemmRhs>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        source: &mut Option<&mut dyn BlockSource<T>>,
+        ids: &[u32],
+        positions: &[u32],
+        x: &mut [f32],
+    ) -> Result<()> {
         let (k, par, h) = (ctx.kernels, ctx.parallel, self.config.hidden);
-        let table = ctx.weights.matrix(&self.layout, Param::Global(GlobalParam::Embed));
-        k.embedding_forward(
-            table,
-            ids,
-            h,
-            self.config.embedding_scale(),
-            WriteMode::Overwrite,
-            x,
-            par,
-        );
+        let scale = self.config.embedding_scale();
+        match source.as_deref_mut().filter(|s| s.pages_embeddings()) {
+            Some(source) => {
+                source
+                    .embedding_rows(ids, h, x)
+                    .map_err(|()| Error::Paging { page: Page::EmbeddingRows })?;
+                // The product the kernel forms from a resident table, so the bits agree.
+                if scale != 1.0 {
+                    x.iter_mut().for_each(|v| *v *= scale);
+                }
+            }
+            None => {
+                let table = ctx.weights.matrix(&self.layout, Param::Global(GlobalParam::Embed));
+                k.embedding_forward(table, ids, h, scale, WriteMode::Overwrite, x, par);
+            }
+        }
         if self.config.family == Family::Gpt2 {
             let wpe = ctx.weights.matrix(&self.layout, Param::Global(GlobalParam::Positions));
             k.embedding_forward(wpe, positions, h, 1.0, WriteMode::Accumulate, x, par);
         }
+        Ok(())
     }
 
     fn embed_backward<T>(
@@ -856,7 +921,7 @@ impl Model {
             run(ctx);
             return Ok(());
         };
-        let block = source.block(layer).map_err(|()| Error::Paging { layer })?;
+        let block = source.block(layer).map_err(|()| Error::Paging { page: Page::Block(layer) })?;
         for p in LayerParam::ALL {
             let Some(slot) = self.layout.slot(Param::Layer(layer, p)).filter(|s| s.matrix) else {
                 continue;

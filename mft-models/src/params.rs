@@ -549,12 +549,12 @@ impl<'a, T> Weights<'a, T> {
     }
 
     /// The first buffer whose size does not fit `layout`: `(name, expected, actual)`
-    /// (`weights.matrices`, a table entry, or `weights.vectors`). With `paged`, the blocks'
-    /// matrices come from a [`crate::BlockSource`] and a table's block entries are not checked.
+    /// (`weights.matrices`, a table entry, or `weights.vectors`). A table's entries that
+    /// `paging` covers come from a [`crate::BlockSource`] and are not checked.
     pub fn size_mismatch(
         &self,
         layout: &ParamLayout,
-        paged: bool,
+        paging: crate::Paging,
     ) -> Option<(&'static str, usize, usize)> {
         match self.matrices {
             Matrices::Block { .. } => return Some(("weights.matrices (one block's)", 0, 0)),
@@ -567,7 +567,7 @@ impl<'a, T> Weights<'a, T> {
                     return Some(("weights.matrices (table)", layout.table_len(), table.len()));
                 }
                 for param in layout.params() {
-                    if paged && matches!(param, Param::Layer(..)) {
+                    if paging.covers(param) {
                         continue;
                     }
                     let slot = layout.slot(param).expect("params() lists the layout's parameters");

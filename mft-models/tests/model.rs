@@ -6,8 +6,9 @@ use mft_kernels::{AdamW, IGNORE_INDEX, Kernels, Sequential};
 use mft_models::params::LAYER_PARAMS;
 use mft_models::rng::Counter;
 use mft_models::{
-    Adapters, Batch, BlockSource, Family, Gradients, LayerParam, LoraConfig, LoraLayout,
-    LoraTargets, Matrices, Model, ModelConfig, Param, Purpose, Rope, StepOptions, Weights,
+    Adapters, Batch, BlockSource, Family, GlobalParam, Gradients, LayerParam, LoraConfig,
+    LoraLayout, LoraTargets, Matrices, Model, ModelConfig, Page, Paging, Param, Purpose, Rope,
+    StepOptions, Weights,
 };
 
 /// A small config of each family, with GQA, a window shorter than the sequence and an untied
@@ -655,16 +656,20 @@ fn evaluation_loss_matches_the_step_and_the_logits() {
     }
 }
 
-/// A [`BlockSource`] over copies of each block's matrices that records the blocks asked for
-/// (and can be told to fail at one).
+/// A source that hands out copies of a [`Setup`]'s block matrices (and, with `embeddings`,
+/// of its embedding and head rows), recording what it was asked for (and can be told to fail
+/// at one page).
 struct CopiedBlocks {
     blocks: Vec<Vec<Vec<f32>>>,
-    asked: Vec<usize>,
-    fail_at: Option<usize>,
+    /// The token embedding and the head (the same table when tied), when they are paged.
+    embeddings: Option<(Vec<f32>, Vec<f32>)>,
+    head_copy: Vec<f32>,
+    asked: Vec<Page>,
+    fail_at: Option<Page>,
 }
 
 impl CopiedBlocks {
-    fn new(s: &Setup) -> CopiedBlocks {
+    fn new(s: &Setup, embeddings: bool) -> CopiedBlocks {
         let layout = s.model.layout();
         let blocks = (0..s.model.config().layers)
             .map(|layer| {
@@ -677,25 +682,59 @@ impl CopiedBlocks {
                     .collect()
             })
             .collect();
-        CopiedBlocks { blocks, asked: Vec::new(), fail_at: None }
+        let table = |p: GlobalParam| {
+            layout.slot(Param::Global(p)).map(|slot| s.matrices[slot.range()].to_vec())
+        };
+        let embeddings = embeddings.then(|| {
+            let embed = table(GlobalParam::Embed).unwrap();
+            let head = table(GlobalParam::LmHead).unwrap_or_else(|| embed.clone());
+            (embed, head)
+        });
+        CopiedBlocks { blocks, embeddings, head_copy: Vec::new(), asked: Vec::new(), fail_at: None }
+    }
+
+    fn ask(&mut self, page: Page) -> Result<(), ()> {
+        self.asked.push(page);
+        if self.fail_at == Some(page) { Err(()) } else { Ok(()) }
     }
 }
 
 impl BlockSource<f32> for CopiedBlocks {
     fn block(&mut self, layer: usize) -> Result<[&[f32]; LAYER_PARAMS], ()> {
-        self.asked.push(layer);
-        if self.fail_at == Some(layer) {
-            return Err(());
-        }
+        self.ask(Page::Block(layer))?;
         Ok(std::array::from_fn(|p| self.blocks[layer][p].as_slice()))
+    }
+
+    fn pages_embeddings(&self) -> bool {
+        self.embeddings.is_some()
+    }
+
+    fn head_rows(&mut self, first: usize, rows: usize, hidden: usize) -> Result<&[f32], ()> {
+        self.ask(Page::Head { first, rows })?;
+        let (_, head) = self.embeddings.as_ref().expect("asked only when paged");
+        self.head_copy = head[first * hidden..(first + rows) * hidden].to_vec();
+        Ok(&self.head_copy)
+    }
+
+    fn embedding_rows(&mut self, ids: &[u32], hidden: usize, out: &mut [f32]) -> Result<(), ()> {
+        self.ask(Page::EmbeddingRows)?;
+        let (embed, _) = self.embeddings.as_ref().expect("asked only when paged");
+        for (row, &id) in out.chunks_exact_mut(hidden).zip(ids) {
+            row.copy_from_slice(&embed[id as usize * hidden..(id as usize + 1) * hidden]);
+        }
+        Ok(())
     }
 }
 
-/// A step whose block matrices are paged in equals the plain step bit for bit, asks for the
-/// blocks in `block_schedule` order, and fails cleanly when the source does.
+/// A step whose block matrices (and embedding and head rows) are paged in equals the plain
+/// step bit for bit, asks for the pages in `page_schedule` order, and fails cleanly, naming the
+/// page, when the source does.
 #[test]
 fn paged_blocks_give_the_step_of_resident_ones() {
-    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+    for (family, embeddings) in [Family::Gpt2, Family::Qwen2, Family::Gemma3]
+        .into_iter()
+        .flat_map(|f| [(f, false), (f, true)])
+    {
         let s = setup(family, 29);
         let params = s.model.layout();
         let names = if family == Family::Gpt2 { ["c_attn"] } else { ["q_proj"] };
@@ -708,9 +747,10 @@ fn paged_blocks_give_the_step_of_resident_ones() {
         };
         let layout = LoraLayout::new(s.model.config(), &lora);
         let adapters = random(layout.len(), 5, 0.2);
-        // Only the globals in the weights: block entries empty.
+        // Only the globals the source does not page in the weights: other entries empty.
+        let paging = if embeddings { Paging::BlocksAndEmbeddings } else { Paging::Blocks };
         let mut table: Vec<&[f32]> = vec![&[]; params.table_len()];
-        for p in params.params().filter(|p| matches!(p, Param::Global(_))) {
+        for p in params.params().filter(|&p| !paging.covers(p)) {
             let slot = params.slot(p).unwrap();
             if slot.matrix {
                 table[params.table_index(p)] = &s.matrices[slot.range()];
@@ -718,6 +758,14 @@ fn paged_blocks_give_the_step_of_resident_ones() {
         }
         let weights = Weights { matrices: Matrices::Table(&table), vectors: &s.vectors };
         let k = Kernels::best();
+        let tokens = s.batch * s.seq;
+        let what = format!("{family:?}, embeddings paged: {embeddings}");
+        let asked = |training| {
+            let mut pages =
+                embeddings.then_some(Page::EmbeddingRows).into_iter().collect::<Vec<_>>();
+            pages.extend(s.model.page_schedule(training, tokens, embeddings));
+            pages
+        };
         for checkpointed_blocks in [0, 1] {
             let expected =
                 lora_step_checkpointed(&s, &layout, &adapters, &s.matrices, checkpointed_blocks);
@@ -727,7 +775,7 @@ fn paged_blocks_give_the_step_of_resident_ones() {
             let mut grads = vec![0.0; layout.len()];
             let options =
                 StepOptions { checkpointed_blocks, dropout_seed: 3, ..StepOptions::default() };
-            let mut source = CopiedBlocks::new(&s);
+            let mut source = CopiedBlocks::new(&s, embeddings);
             let loss = s
                 .model
                 .train_step_paged(
@@ -742,29 +790,65 @@ fn paged_blocks_give_the_step_of_resident_ones() {
                     &Sequential,
                 )
                 .unwrap();
-            assert_eq!((loss.loss, grads), expected, "{family:?}, {checkpointed_blocks} ckpt");
-            assert_eq!(source.asked, s.model.block_schedule(true).collect::<Vec<_>>());
+            assert_eq!((loss.loss, grads), expected, "{what}, {checkpointed_blocks} ckpt");
+            assert_eq!(source.asked, asked(true), "{what}");
 
             // Evaluation pages the blocks forward only.
             let eval_len = s.model.workspace_len(&k, None, s.batch, s.seq, Purpose::Logits, 1);
             let mut ws = vec![0.0; eval_len];
             let plain =
                 s.model.loss(&k, s.weights(), None, &s.batch(), &mut ws, &Sequential).unwrap();
-            let mut source = CopiedBlocks::new(&s);
+            let mut source = CopiedBlocks::new(&s, embeddings);
             let paged = s
                 .model
                 .loss_paged(&k, weights, &mut source, None, &s.batch(), &mut ws, &Sequential)
                 .unwrap();
-            assert_eq!(paged.loss, plain.loss, "{family:?}");
-            assert_eq!(source.asked, s.model.block_schedule(false).collect::<Vec<_>>());
+            assert_eq!(paged.loss, plain.loss, "{what}");
+            assert_eq!(source.asked, asked(false), "{what}");
 
-            let mut failing = CopiedBlocks::new(&s);
-            failing.fail_at = Some(1);
+            let mut failures = vec![Page::Block(1)];
+            if embeddings {
+                failures.extend([Page::EmbeddingRows, Page::Head { first: 0, rows: 96 }]);
+            }
+            for page in failures {
+                let mut failing = CopiedBlocks::new(&s, embeddings);
+                failing.fail_at = Some(page);
+                let err = s
+                    .model
+                    .loss_paged(&k, weights, &mut failing, None, &s.batch(), &mut ws, &Sequential)
+                    .unwrap_err();
+                assert_eq!(err, mft_models::Error::Paging { page }, "{what}");
+            }
+        }
+
+        // A trained head cannot be paged.
+        if embeddings {
+            let mut source = CopiedBlocks::new(&s, true);
+            let mut gm = vec![0.0; params.matrix_len()];
+            let mut gv = vec![0.0; params.vector_len()];
+            let len = s.model.workspace_len(
+                &k,
+                None,
+                s.batch,
+                s.seq,
+                Purpose::Train { checkpointed_blocks: 0 },
+                1,
+            );
             let err = s
                 .model
-                .loss_paged(&k, weights, &mut failing, None, &s.batch(), &mut ws, &Sequential)
+                .train_step_paged(
+                    &k,
+                    weights,
+                    &mut source,
+                    None,
+                    Gradients::Full { matrices: &mut gm, vectors: &mut gv },
+                    &s.batch(),
+                    StepOptions::default(),
+                    &mut vec![0.0; len],
+                    &Sequential,
+                )
                 .unwrap_err();
-            assert_eq!(err, mft_models::Error::Paging { layer: 1 });
+            assert!(matches!(err, mft_models::Error::Unsupported { .. }), "{what}: {err}");
         }
     }
 }

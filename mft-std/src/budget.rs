@@ -7,14 +7,15 @@
 //! (code, the thread pool's stacks, the allocator, data and tokenizer):
 //! [`PROCESS_ALLOWANCE`] plus three times the tokenizer file. Options are tried from the
 //! fastest: everything resident; then checkpointing more and more blocks; then the blocks'
-//! frozen matrices paged from the checkpoint through two slots, again with more and more
-//! checkpointed blocks.
+//! frozen matrices paged from the checkpoint through two slots, then the token embedding and
+//! the head paged too (the head one vocabulary chunk at a time, through the same slots), again
+//! with more and more checkpointed blocks; last, the batch split into smaller micro-batches.
 
 use std::fmt;
 
 use mft_core::DType;
-use mft_kernels::Kernels;
-use mft_models::{LoraLayout, Model, Param, ParamLayout, Purpose};
+use mft_kernels::{Kernels, LmHeadLoss};
+use mft_models::{LoraLayout, Model, Paging, Param, ParamLayout, Purpose};
 
 use crate::error::{Error, Result};
 
@@ -71,7 +72,7 @@ pub fn mib(bytes: u64) -> String {
 /// What a run looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepShape {
-    /// Sequences per micro-batch.
+    /// Sequences per micro-batch, as asked for.
     pub batch: usize,
     /// Tokens per sequence.
     pub seq: usize,
@@ -86,10 +87,13 @@ pub struct StepShape {
 /// The decision, and the estimate behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetPlan {
-    /// The blocks' frozen matrices are paged in from the checkpoint.
-    pub paged: bool,
+    /// Which frozen matrices are paged in from the checkpoint.
+    pub paging: Paging,
     /// Blocks checkpointed (from the first).
     pub checkpointed_blocks: usize,
+    /// Sequences per micro-batch: the asked batch, or a divisor of it when the batch is split
+    /// into more micro-batches (accumulated into the same optimizer step).
+    pub micro_batch: usize,
     /// The estimate, part by part.
     pub parts: Vec<(&'static str, u64)>,
 }
@@ -103,11 +107,16 @@ impl BudgetPlan {
 
 impl fmt::Display for BudgetPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let weights = if self.paged { "frozen blocks paged" } else { "weights resident" };
+        let weights = match self.paging {
+            Paging::Off => "weights resident",
+            Paging::Blocks => "frozen blocks paged",
+            Paging::BlocksAndEmbeddings => "frozen blocks and embeddings paged",
+        };
         write!(
             f,
-            "{weights}, {} blocks checkpointed; estimated peak {} (",
+            "{weights}, {} blocks checkpointed, micro-batches of {}; estimated peak {} (",
             self.checkpointed_blocks,
+            self.micro_batch,
             mib(self.total())
         )?;
         let parts: Vec<String> =
@@ -118,7 +127,12 @@ impl fmt::Display for BudgetPlan {
 
 /// The fastest plan for `model` trained with `lora` (None: full fine-tuning) over matrices of
 /// `frozen` that fits `budget`, with at least `min_checkpointed` blocks checkpointed.
-/// `can_page` says whether the weights are in files the blocks can be paged from.
+/// `can_page` says whether the weights are in files they can be paged from.
+///
+/// Options are tried from the fastest (measured on GPT-2 small, see BENCHMARKS.md): every
+/// weight resident, then the blocks paged, then the embeddings paged too, each with more and
+/// more checkpointed blocks; only then the batch split into smaller micro-batches (each of
+/// which reads every paged matrix again), again through the same options.
 ///
 /// # Errors
 /// [`Error::Training`] when nothing fits, naming the smallest budget that would (and, for
@@ -136,14 +150,20 @@ pub fn plan(
     // Full fine-tuning would page gradients and moments too (not done yet); evaluation pages
     // any model.
     let pageable = can_page && (lora.is_some() || !shape.training);
+    let levels: &[Paging] = if pageable {
+        &[Paging::Off, Paging::Blocks, Paging::BlocksAndEmbeddings]
+    } else {
+        &[Paging::Off]
+    };
+    let most = if shape.training { layers } else { 0 };
+    let micro_batches = (1..=shape.batch).rev().filter(|m| shape.batch.is_multiple_of(*m));
     let mut candidates = Vec::new();
-    for paged in [false, true] {
-        if paged && !pageable {
-            continue;
-        }
-        let most = if shape.training { layers } else { 0 };
-        for checkpointed_blocks in min_checkpointed.min(most)..=most {
-            candidates.push(estimate(model, lora, frozen, shape, checkpointed_blocks, paged));
+    for micro_batch in micro_batches {
+        for &paging in levels {
+            for checkpointed_blocks in min_checkpointed.min(most)..=most {
+                let micro = StepShape { batch: micro_batch, ..shape };
+                candidates.push(estimate(model, lora, frozen, micro, checkpointed_blocks, paging));
+            }
         }
     }
     if let Some(fits) = candidates.iter().find(|c| c.total() <= budget.0) {
@@ -162,34 +182,40 @@ pub fn plan(
     Err(Error::Training { problem })
 }
 
-/// The estimate of one option.
+/// The estimate of one option (`shape.batch` is the micro-batch).
 pub fn estimate(
     model: &Model,
     lora: Option<&LoraLayout>,
     frozen: DType,
     shape: StepShape,
     checkpointed_blocks: usize,
-    paged: bool,
+    paging: Paging,
 ) -> BudgetPlan {
     let layout = model.layout();
+    let config = model.config();
     let element = if lora.is_some() { frozen.size_bytes() } else { 4 } as u64;
     let vectors = layout.vector_len() as u64 * 4;
-    let weights = if paged {
-        let globals: u64 = layout
-            .params()
-            .filter(|p| matches!(p, Param::Global(_)))
-            .filter_map(|p| layout.slot(p).filter(|s| s.matrix))
-            .map(|s| s.len as u64 * element)
-            .sum();
-        globals + vectors + 2 * block_bytes(layout, element)
-    } else {
-        layout.matrix_len() as u64 * element + vectors
+    let (b, t, threads) = (shape.batch, shape.seq, shape.threads);
+    let resident: u64 = layout
+        .params()
+        .filter(|&p| !paging.covers(p))
+        .filter_map(|p| layout.slot(p).filter(|s| s.matrix))
+        .map(|s| s.len as u64 * element)
+        .sum();
+    let slot = match paging {
+        Paging::Off => 0,
+        Paging::Blocks => block_bytes(layout, element),
+        Paging::BlocksAndEmbeddings => {
+            let chunk = LmHeadLoss::new(b * t, config.hidden, config.vocab).chunk();
+            let head_chunk = (chunk * config.hidden) as u64 * element;
+            block_bytes(layout, element).max(head_chunk)
+        }
     };
+    let weights = resident + vectors + 2 * slot;
     let trained = lora.map_or(layout.numel(), LoraLayout::len) as u64 * 4;
     // Training keeps the trained tensors, their gradients and two AdamW moments.
     let trained = if shape.training { 4 * trained } else { lora.map_or(0, |_| trained) };
     let kernels = Kernels::best();
-    let (b, t, threads) = (shape.batch, shape.seq, shape.threads);
     let train = Purpose::Train { checkpointed_blocks };
     let eval = model.workspace_len(&kernels, lora, b, t, Purpose::Logits, threads);
     let workspace = if shape.training {
@@ -198,8 +224,12 @@ pub fn estimate(
         eval
     };
     let workspace = workspace as u64 * 4;
+    let weights_part = match paging {
+        Paging::Off => "weights",
+        Paging::Blocks | Paging::BlocksAndEmbeddings => "weights (resident part and 2 slots)",
+    };
     let parts = vec![
-        (if paged { "weights (paged blocks: 2 slots)" } else { "weights" }, weights),
+        (weights_part, weights),
         (
             if shape.training { "trained tensors, gradients, AdamW moments" } else { "adapters" },
             trained,
@@ -207,7 +237,7 @@ pub fn estimate(
         ("activations and scratch", workspace),
         ("process", PROCESS_ALLOWANCE + 3 * shape.tokenizer_bytes),
     ];
-    BudgetPlan { paged, checkpointed_blocks, parts }
+    BudgetPlan { paging, checkpointed_blocks, micro_batch: b, parts }
 }
 
 /// Bytes of one block's matrices in a paging slot (each matrix at a 64-byte boundary).
@@ -255,20 +285,29 @@ mod tests {
         let (model, lora) = gpt2_lora();
         let bf16 = DType::BF16;
         let roomy = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(4 << 30)).unwrap();
-        assert_eq!((roomy.paged, roomy.checkpointed_blocks), (false, 0));
-        let all_resident = estimate(&model, Some(&lora), bf16, SHAPE, 12, false).total();
+        assert_eq!(
+            (roomy.paging, roomy.checkpointed_blocks, roomy.micro_batch),
+            (Paging::Off, 0, 4)
+        );
+        let all_resident = estimate(&model, Some(&lora), bf16, SHAPE, 12, Paging::Off).total();
         let tight =
             plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(all_resident)).unwrap();
-        assert!(!tight.paged && tight.checkpointed_blocks > 0, "{tight}");
+        assert!(tight.paging == Paging::Off && tight.checkpointed_blocks > 0, "{tight}");
         let paged = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(256 << 20)).unwrap();
-        assert!(paged.paged && paged.total() <= 256 << 20, "{paged}");
+        assert!(paged.paging == Paging::Blocks && paged.total() <= 256 << 20, "{paged}");
+        // 200 MiB needs the embeddings paged too, still in one micro-batch.
+        let lean = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(200 << 20)).unwrap();
+        assert_eq!((lean.paging, lean.micro_batch), (Paging::BlocksAndEmbeddings, 4), "{lean}");
+        assert!(lean.total() <= 200 << 20, "{lean}");
         // Without files to page from, 256 MiB is refused.
         let err =
             plan(&model, Some(&lora), bf16, SHAPE, 0, false, MemBudget(256 << 20)).unwrap_err();
         assert!(err.to_string().contains("random weights are not paged"), "{err}");
 
         let err = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(50 << 20)).unwrap_err();
-        let smallest = estimate(&model, Some(&lora), bf16, SHAPE, 12, true).total();
+        let micro = StepShape { batch: 1, ..SHAPE };
+        let smallest =
+            estimate(&model, Some(&lora), bf16, micro, 12, Paging::BlocksAndEmbeddings).total();
         let message = err.to_string();
         assert!(
             message.contains(&format!("the smallest that works is {}", mib(smallest))),

@@ -14,7 +14,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use mft_core::Element;
+use mft_core::{DType, Element};
 use mft_models::params::{GlobalParam, LayerParam};
 use mft_models::{
     Family, LoraConfig, LoraLayout, LoraTargets, ModelConfig, Param, ParamLayout, Rope, Weights,
@@ -179,7 +179,8 @@ pub fn export_hf_snapshot(
     if ParamLayout::new(model) != *layout {
         return Err(output("the parameter layout was made for another model".into()));
     }
-    if let Some((buffer, expected, actual)) = weights.size_mismatch(layout, false) {
+    if let Some((buffer, expected, actual)) = weights.size_mismatch(layout, mft_models::Paging::Off)
+    {
         return Err(output(format!(
             "{buffer} holds {actual} values where the layout has {expected}"
         )));
@@ -493,7 +494,7 @@ pub fn merge_lora<T: Element + Send>(
 
 /// The shape of `param` in a transformers checkpoint: Linear weights `[out, in]`, GPT-2's
 /// Conv1D weights `[in, out]`, tables `[rows, hidden]`, vectors 1-D.
-fn hf_shape(model: &ModelConfig, param: Param) -> Vec<usize> {
+pub(crate) fn hf_shape(model: &ModelConfig, param: Param) -> Vec<usize> {
     match param {
         Param::Global(GlobalParam::Positions) => vec![model.max_positions, model.hidden],
         Param::Global(g) if g.is_matrix() => vec![model.vocab, model.hidden],
@@ -514,36 +515,96 @@ struct TensorOut<'a> {
 }
 
 /// Writes `tensors` as a safetensors file, in the given order, with `{"format": "pt"}`
-/// metadata: the header's length (u64, little-endian), the JSON header padded with spaces to
-/// a multiple of 8 bytes (so the data, after the 8-byte length, is aligned), the tensors' bytes back to back.
+/// metadata (see [`write_safetensors_with`]).
 fn write_safetensors(path: &Path, tensors: &[TensorOut<'_>]) -> Result<()> {
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let header: Vec<TensorHeader> = tensors
+        .iter()
+        .map(|t| {
+            debug_assert_eq!(t.shape.iter().product::<usize>(), t.data.len(), "{}", t.name);
+            TensorHeader { name: t.name.clone(), dtype: DType::F32, shape: t.shape.clone() }
+        })
+        .collect();
+    write_safetensors_with(path, &header, |i, out| write_f32s(out, tensors[i].data))
+}
+
+/// A tensor of a safetensors file being written: its name, stored type and shape.
+pub(crate) struct TensorHeader {
+    pub(crate) name: String,
+    pub(crate) dtype: DType,
+    pub(crate) shape: Vec<usize>,
+}
+
+/// Writes a safetensors file of the tensors `header` describes, in that order, with
+/// `{"format": "pt"}` metadata: the header's length (u64, little-endian), the JSON header padded
+/// with spaces to a multiple of 8 bytes (so the data, after the 8-byte length, is aligned), then
+/// each tensor's bytes as `write(i, out)` writes them (exactly its size, little-endian), back
+/// to back. Written atomically.
+pub(crate) fn write_safetensors_with(
+    path: &Path,
+    header: &[TensorHeader],
+    mut write: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    let mut entries = Map::new();
+    entries.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0usize;
-    for t in tensors {
-        debug_assert_eq!(t.shape.iter().product::<usize>(), t.data.len(), "{}", t.name);
-        let end = offset + 4 * t.data.len();
-        let entry = json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]});
-        let previous = header.insert(t.name.clone(), entry);
+    let mut ends = Vec::with_capacity(header.len());
+    for t in header {
+        let end = offset + t.dtype.size_bytes() * t.shape.iter().product::<usize>();
+        let dtype = match t.dtype {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+        };
+        let entry = json!({"dtype": dtype, "shape": t.shape, "data_offsets": [offset, end]});
+        let previous = entries.insert(t.name.clone(), entry);
         debug_assert!(previous.is_none(), "tensor {} written twice", t.name);
+        ends.push(end);
         offset = end;
     }
-    let mut text = Value::Object(header).to_string();
+    let mut text = Value::Object(entries).to_string();
     while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     write_atomic_with(path, |out| {
         out.write_all(&(text.len() as u64).to_le_bytes())?;
         out.write_all(text.as_bytes())?;
-        for t in tensors {
-            write_f32s(out, t.data)?;
+        let mut counted = CountingWriter { inner: out, written: 0 };
+        for (i, &end) in ends.iter().enumerate() {
+            let start = counted.written;
+            write(i, &mut counted)?;
+            if counted.written != end {
+                return Err(io::Error::other(format!(
+                    "tensor {}: {} bytes written where the header says {}",
+                    header[i].name,
+                    counted.written - start,
+                    end - start
+                )));
+            }
         }
         Ok(())
     })
 }
 
+/// Counts the bytes written through it.
+struct CountingWriter<'w, W> {
+    inner: &'w mut W,
+    written: usize,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes `values` little-endian.
-fn write_f32s(out: &mut impl Write, values: &[f32]) -> io::Result<()> {
+fn write_f32s(out: &mut (impl Write + ?Sized), values: &[f32]) -> io::Result<()> {
     if cfg!(target_endian = "little") {
         return out.write_all(bytemuck::cast_slice(values));
     }

@@ -1,12 +1,15 @@
-//! Frozen block matrices paged in from the checkpoint files, one block at a time, while the
-//! step computes: the std side of [`mft_core::Pager`] and [`mft_models::BlockSource`].
+//! Paged frozen weights, read from the checkpoint files while the step computes: the std side
+//! of [`mft_core::Pager`] and [`mft_models::BlockSource`].
 //!
-//! [`PagedBlocks`] knows where every block's matrices are in the safetensors files and owns the
-//! pager's two slots (each the size of the largest block, allocated once). For a step,
-//! [`PagedBlocks::run`] starts an I/O thread that reads each block with `pread` straight into a
-//! slot (converting from the stored type when it differs from the one used), one block ahead
-//! of the model, in the order of [`mft_models::Model::block_schedule`]. Blocks are read, not
-//! memory-mapped, so the page cache does not count as (or hide) the process's memory.
+//! [`PagedBlocks`] knows where every block's matrices are in the safetensors files (and, when
+//! the embeddings are paged too, where the token embedding and the head are) and owns the
+//! pager's two slots, allocated once. For a step, [`PagedBlocks::run`] starts an I/O thread
+//! that reads each page of the model's schedule ([`mft_models::Model::page_schedule`]: a
+//! block's matrices, or a vocabulary chunk of the head's rows) with `pread` straight into a
+//! slot, converting from the stored type when it differs from the one used, one page ahead of
+//! the model. The token embedding's rows of the batch's ids are read when the step asks for
+//! them. Nothing is memory-mapped, so the page cache does not count as (or hide) the
+//! process's memory.
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -15,7 +18,7 @@ use std::sync::mpsc;
 
 use mft_core::{DType, Element, Pager, PagerError, ShardStore};
 use mft_models::params::LAYER_PARAMS;
-use mft_models::{BlockSource, LayerParam, Param, ParamLayout};
+use mft_models::{BlockSource, Page, Paging, Param, ParamLayout};
 
 use crate::error::{Error, Result};
 use crate::hf::checkpoint::read_converted;
@@ -23,10 +26,10 @@ use crate::hf::checkpoint::read_converted;
 /// Slot offsets are multiples of this (a cache line; enough for every element type).
 const ALIGN: usize = 64;
 
-/// One block matrix in a checkpoint file.
+/// One paged matrix in a checkpoint file.
 #[derive(Debug, Clone)]
 pub(crate) struct Piece {
-    pub(crate) param: LayerParam,
+    pub(crate) param: Param,
     /// Index into [`PagedBlocks`]' files.
     pub(crate) file: usize,
     /// Where its bytes start in the file.
@@ -36,22 +39,51 @@ pub(crate) struct Piece {
     pub(crate) elements: usize,
 }
 
-/// Where each block's matrices are, and the two slots they are paged into.
+impl Piece {
+    /// Reads `dst.len()` elements from element `first` on, converted to `T`.
+    fn read<T: Element>(
+        &self,
+        files: &[(PathBuf, File)],
+        first: usize,
+        dst: &mut [T],
+    ) -> Result<()> {
+        let (path, file) = &files[self.file];
+        let offset = self.offset + (first * self.stored.size_bytes()) as u64;
+        read_converted(file, offset, self.stored, dst, path)
+    }
+}
+
+/// The token embedding and the head (the same tensor when tied), paged.
+#[derive(Debug, Clone)]
+pub(crate) struct PagedEmbeddings {
+    pub(crate) embed: Piece,
+    pub(crate) head: Piece,
+    pub(crate) hidden: usize,
+}
+
+/// Where each paged matrix is, and the two slots pages are read into.
 pub struct PagedBlocks<T> {
     files: Vec<(PathBuf, File)>,
     /// Per block, its matrices and their byte offsets in a slot.
     blocks: Vec<Vec<(Piece, usize)>>,
     /// Per block, the bytes it fills in a slot.
     block_bytes: Vec<usize>,
+    embeddings: Option<PagedEmbeddings>,
     /// The two slots, in 8-byte words (so that every element type is aligned).
     slots: [Vec<u64>; 2],
+    /// One row of the token embedding, as stored in `T` (widened from here).
+    embedding_row: Vec<T>,
     reads: usize,
-    _element: PhantomData<T>,
 }
 
 impl<T: Element> PagedBlocks<T> {
-    /// Blocks whose matrices are `pieces[layer]`, in `files`.
-    pub(crate) fn new(files: Vec<(PathBuf, File)>, pieces: Vec<Vec<Piece>>) -> PagedBlocks<T> {
+    /// Blocks whose matrices are `pieces[layer]`, and the paged embeddings if any, in `files`.
+    /// The slots fit the largest block.
+    pub(crate) fn new(
+        files: Vec<(PathBuf, File)>,
+        pieces: Vec<Vec<Piece>>,
+        embeddings: Option<PagedEmbeddings>,
+    ) -> PagedBlocks<T> {
         let size = T::DTYPE.size_bytes();
         let mut block_bytes = Vec::with_capacity(pieces.len());
         let blocks: Vec<Vec<(Piece, usize)>> = pieces
@@ -71,55 +103,116 @@ impl<T: Element> PagedBlocks<T> {
             })
             .collect();
         let slot_words = block_bytes.iter().max().copied().unwrap_or(0).div_ceil(8);
+        let row = embeddings.as_ref().map_or(0, |e| e.hidden);
         PagedBlocks {
             files,
             blocks,
             block_bytes,
+            embeddings,
             slots: [vec![0; slot_words], vec![0; slot_words]],
+            embedding_row: vec![T::default(); row],
             reads: 0,
-            _element: PhantomData,
         }
     }
 
-    /// Bytes of the two slots together: what paging keeps resident of the blocks.
+    /// What is paged: the blocks, or the blocks and the embeddings.
+    pub fn paging(&self) -> Paging {
+        if self.embeddings.is_some() { Paging::BlocksAndEmbeddings } else { Paging::Blocks }
+    }
+
+    /// Bytes of the two slots together: what paging keeps resident of the paged matrices.
     pub fn slot_bytes(&self) -> usize {
         self.slots.iter().map(|s| s.len() * 8).sum()
     }
 
-    /// Block reads so far (every step reads each block once forward and, but for the last,
-    /// once backward).
+    /// Pages read into a slot so far: every step reads each block once forward and, but for
+    /// the last, once backward, and each chunk of the head once when the embeddings are paged.
     pub fn reads(&self) -> usize {
         self.reads
     }
 
-    /// Runs `step` with a [`BlockSource`] that pages the blocks in the order of `schedule`,
-    /// reading on an I/O thread one block ahead; `step` returns the model's result.
+    /// The pages of a step of the model over `tokens` tokens (batch × seq), in order (see
+    /// [`mft_models::Model::page_schedule`]).
+    pub fn schedule(&self, model: &mft_models::Model, training: bool, tokens: usize) -> Vec<Page> {
+        model.page_schedule(training, tokens, self.embeddings.is_some()).collect()
+    }
+
+    /// Bytes `page` fills in a slot.
+    fn page_bytes(&self, page: Page) -> usize {
+        match page {
+            Page::Block(layer) => self.block_bytes[layer],
+            Page::Head { rows, .. } => {
+                let hidden = self.embeddings.as_ref().map_or(0, |e| e.hidden);
+                rows * hidden * T::DTYPE.size_bytes()
+            }
+            Page::EmbeddingRows => 0,
+        }
+    }
+
+    /// Runs `step` with a [`BlockSource`] that pages in the order of `schedule` (the model's
+    /// [`mft_models::Model::page_schedule`]), reading on an I/O thread one page ahead; `step`
+    /// returns the model's result.
     ///
     /// # Errors
-    /// A block that cannot be read (naming its file), or the model's error.
+    /// A page that cannot be read (naming its file), or the model's error.
     pub fn run<R>(
         &mut self,
-        schedule: &[usize],
+        schedule: &[Page],
         step: impl FnOnce(&mut dyn BlockSource<T>) -> mft_models::Result<R>,
     ) -> Result<R> {
-        let PagedBlocks { files, blocks, block_bytes, slots, reads, .. } = self;
+        // Shards are the distinct pages, numbered as first scheduled.
+        let mut pages: Vec<Page> = Vec::new();
+        let order: Vec<usize> = schedule
+            .iter()
+            .map(|page| {
+                pages.iter().position(|p| p == page).unwrap_or_else(|| {
+                    pages.push(*page);
+                    pages.len() - 1
+                })
+            })
+            .collect();
+        let shard_bytes: Vec<usize> = pages.iter().map(|&p| self.page_bytes(p)).collect();
+        let need = shard_bytes.iter().max().copied().unwrap_or(0).div_ceil(8);
+        if self.slots[0].len() < need {
+            self.slots = [vec![0; need], vec![0; need]];
+        }
+        let PagedBlocks { files, blocks, embeddings, slots, embedding_row, reads, .. } = self;
         let [a, b] = slots;
         let slots: [&mut [u8]; 2] = [bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b)];
-        let (files, blocks) = (&*files, &*blocks);
+        let (files, blocks, embeddings) = (&*files, &*blocks, embeddings.as_ref());
+        let pages = &pages;
         std::thread::scope(|scope| {
             let (requests, jobs) = mpsc::channel::<(usize, &mut [u8])>();
             let (finished, done) = mpsc::channel();
             scope.spawn(move || {
-                for (block, slot) in jobs {
-                    let result = read_block::<T>(files, &blocks[block], slot).map(|()| block);
-                    if finished.send((result, slot)).is_err() {
+                for (shard, slot) in jobs {
+                    let result = match pages[shard] {
+                        Page::Block(layer) => read_block::<T>(files, &blocks[layer], slot),
+                        Page::Head { first, rows } => {
+                            let head = &embeddings.expect("head pages only when paged").head;
+                            let hidden = embeddings.map_or(0, |e| e.hidden);
+                            let bytes = &mut slot[..rows * hidden * T::DTYPE.size_bytes()];
+                            head.read::<T>(files, first * hidden, bytemuck::cast_slice_mut(bytes))
+                        }
+                        Page::EmbeddingRows => Ok(()),
+                    };
+                    if finished.send((result.map(|()| shard), slot)).is_err() {
                         break;
                     }
                 }
             });
-            let store = ThreadStore { requests, done, block_bytes };
-            let pager = Pager::new(store, schedule, slots).map_err(pager_error)?;
-            let mut source = Source { pager, blocks, failure: None, _element: PhantomData };
+            let store = ThreadStore { requests, done, shard_bytes: &shard_bytes };
+            let pager = Pager::new(store, &order, slots).map_err(pager_error)?;
+            let mut source = Source {
+                pager,
+                pages,
+                blocks,
+                files,
+                embeddings,
+                embedding_row,
+                failure: None,
+                _element: PhantomData,
+            };
             let result = step(&mut source);
             let Source { pager, failure, .. } = source;
             *reads += pager.reads();
@@ -133,14 +226,13 @@ impl<T: Element> PagedBlocks<T> {
         })
     }
 
-    /// Reads every block's matrices into `store`, the flat matrix store of `layout`.
+    /// Reads every paged matrix into `store`, the flat matrix store of `layout`.
     pub(crate) fn read_into_store(&self, layout: &ParamLayout, store: &mut [T]) -> Result<()> {
-        for (layer, block) in self.blocks.iter().enumerate() {
-            for (piece, _) in block {
-                let slot = layout.slot(Param::Layer(layer, piece.param)).expect("a block matrix");
-                let (path, file) = &self.files[piece.file];
-                read_converted(file, piece.offset, piece.stored, &mut store[slot.range()], path)?;
-            }
+        let pieces = self.blocks.iter().flatten().map(|(piece, _)| piece);
+        let embeddings = self.embeddings.iter().flat_map(|e| [&e.embed, &e.head]);
+        for piece in pieces.chain(embeddings) {
+            let slot = layout.slot(piece.param).expect("a paged matrix");
+            piece.read(&self.files, 0, &mut store[slot.range()])?;
         }
         Ok(())
     }
@@ -150,6 +242,7 @@ impl<T> std::fmt::Debug for PagedBlocks<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PagedBlocks")
             .field("blocks", &self.blocks.len())
+            .field("embeddings", &self.embeddings.is_some())
             .field("slot_bytes", &(self.slots[0].len() * 8))
             .finish()
     }
@@ -163,15 +256,8 @@ fn read_block<T: Element>(
 ) -> Result<()> {
     let size = T::DTYPE.size_bytes();
     for (piece, at) in block {
-        let (path, file) = &files[piece.file];
         let bytes = &mut slot[*at..*at + piece.elements * size];
-        read_converted::<T>(
-            file,
-            piece.offset,
-            piece.stored,
-            bytemuck::cast_slice_mut(bytes),
-            path,
-        )?;
+        piece.read::<T>(files, 0, bytemuck::cast_slice_mut(bytes))?;
     }
     Ok(())
 }
@@ -180,7 +266,7 @@ fn read_block<T: Element>(
 struct ThreadStore<'s> {
     requests: mpsc::Sender<(usize, &'s mut [u8])>,
     done: mpsc::Receiver<(Result<usize>, &'s mut [u8])>,
-    block_bytes: &'s [usize],
+    shard_bytes: &'s [usize],
 }
 
 impl<'s> ShardStore<'s> for ThreadStore<'s> {
@@ -196,7 +282,7 @@ impl<'s> ShardStore<'s> for ThreadStore<'s> {
     }
 
     fn shard_len(&self, shard: usize) -> usize {
-        self.block_bytes[shard]
+        self.shard_bytes[shard]
     }
 }
 
@@ -211,38 +297,82 @@ fn pager_error(e: PagerError<Error>) -> Error {
     }
 }
 
-/// The model's view: each block's matrices as slices of the current slot.
+/// The model's view: each page as slices of the current slot.
 struct Source<'s, 'b, T> {
     pager: Pager<'s, ThreadStore<'s>>,
+    /// The shards' pages.
+    pages: &'b [Page],
     blocks: &'b [Vec<(Piece, usize)>],
-    /// Why the last `block` call failed.
+    files: &'b [(PathBuf, File)],
+    embeddings: Option<&'b PagedEmbeddings>,
+    embedding_row: &'b mut [T],
+    /// Why the last call failed.
     failure: Option<Error>,
     _element: PhantomData<T>,
 }
 
+impl<T: Element> Source<'_, '_, T> {
+    /// The next page's bytes, which must be `wanted`.
+    fn next(&mut self, wanted: Page) -> std::result::Result<&[u8], ()> {
+        let failure = match self.pager.advance() {
+            Ok((shard, bytes)) if self.pages[shard] == wanted => return Ok(bytes),
+            Ok((shard, _)) => Error::Training {
+                problem: format!(
+                    "paging: the model asked for {wanted:?}, {:?} was next",
+                    self.pages[shard]
+                ),
+            },
+            Err(e) => pager_error(e),
+        };
+        self.failure = Some(failure);
+        Err(())
+    }
+}
+
 impl<T: Element> BlockSource<T> for Source<'_, '_, T> {
     fn block(&mut self, layer: usize) -> std::result::Result<[&[T]; LAYER_PARAMS], ()> {
-        let (shard, bytes) = match self.pager.advance() {
-            Ok(current) => current,
-            Err(e) => {
-                self.failure = Some(pager_error(e));
-                return Err(());
-            }
-        };
-        if shard != layer {
-            self.failure = Some(Error::Training {
-                problem: format!(
-                    "paging: the model asked for block {layer}, block {shard} was next"
-                ),
-            });
-            return Err(());
-        }
+        let blocks = self.blocks;
+        let bytes = self.next(Page::Block(layer))?;
         let size = T::DTYPE.size_bytes();
         let mut matrices: [&[T]; LAYER_PARAMS] = [&[]; LAYER_PARAMS];
-        for (piece, at) in &self.blocks[layer] {
-            matrices[piece.param as usize] =
-                bytemuck::cast_slice(&bytes[*at..*at + piece.elements * size]);
+        for (piece, at) in &blocks[layer] {
+            let Param::Layer(_, p) = piece.param else { unreachable!("block pieces are layers'") };
+            matrices[p as usize] = bytemuck::cast_slice(&bytes[*at..*at + piece.elements * size]);
         }
         Ok(matrices)
+    }
+
+    fn pages_embeddings(&self) -> bool {
+        self.embeddings.is_some()
+    }
+
+    fn head_rows(
+        &mut self,
+        first: usize,
+        rows: usize,
+        hidden: usize,
+    ) -> std::result::Result<&[T], ()> {
+        let bytes = self.next(Page::Head { first, rows })?;
+        Ok(bytemuck::cast_slice(&bytes[..rows * hidden * T::DTYPE.size_bytes()]))
+    }
+
+    fn embedding_rows(
+        &mut self,
+        ids: &[u32],
+        hidden: usize,
+        out: &mut [f32],
+    ) -> std::result::Result<(), ()> {
+        let embed = &self.embeddings.ok_or(())?.embed;
+        for (row, &id) in out.chunks_exact_mut(hidden).zip(ids) {
+            // Read as `T`, then widened: the values a resident `T` table gives.
+            if let Err(e) = embed.read(self.files, id as usize * hidden, self.embedding_row) {
+                self.failure = Some(e);
+                return Err(());
+            }
+            for (dst, src) in row.iter_mut().zip(self.embedding_row.iter()) {
+                *dst = src.to_f32();
+            }
+        }
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use mft_core::Element;
-use mft_models::{Model, ModelConfig};
+use mft_models::{Model, ModelConfig, Paging};
 
 use crate::data::{IdsOnly, TextEncoder};
 use crate::error::{Error, Result};
@@ -119,19 +119,20 @@ impl<T: 'static> LoadedModel<T> {
 /// # Errors
 /// A missing or bad config.json, weights or tokenizer (each naming its file).
 pub fn load_model<T: Element + Send>(source: ModelSource, seed: u64) -> Result<LoadedModel<T>> {
-    load(source, seed, false)
+    load(source, seed, Paging::Off)
 }
 
-/// [`load_model`] with the blocks' frozen matrices left in the checkpoint files, to be paged in
-/// per block ([`crate::hf::load_weights_paged`]).
+/// [`load_model`] with the frozen matrices `paging` covers left in the checkpoint files, to be
+/// paged in as the step needs them ([`crate::hf::load_weights_paged`]).
 ///
 /// # Errors
 /// As [`load_model`]; a random model (its weights exist only in memory).
 pub fn load_model_paged<T: Element + Send>(
     source: ModelSource,
     seed: u64,
+    paging: Paging,
 ) -> Result<LoadedModel<T>> {
-    load(source, seed, true)
+    load(source, seed, paging)
 }
 
 impl ModelSource {
@@ -156,7 +157,12 @@ impl ModelSource {
     }
 }
 
-fn load<T: Element + Send>(source: ModelSource, seed: u64, paged: bool) -> Result<LoadedModel<T>> {
+fn load<T: Element + Send>(
+    source: ModelSource,
+    seed: u64,
+    paging: Paging,
+) -> Result<LoadedModel<T>> {
+    let paged = paging != Paging::Off;
     let (config, weights) = match &source {
         ModelSource::Dir(dir) => {
             if !dir.is_dir() {
@@ -170,7 +176,7 @@ fn load<T: Element + Send>(source: ModelSource, seed: u64, paged: bool) -> Resul
             let model = model_of(config, &config_path)?;
             let files = checkpoint_files(dir)?;
             let weights = if paged {
-                load_weights_paged::<T>(&files, model.layout())?
+                load_weights_paged::<T>(&files, model.layout(), paging)?
             } else {
                 load_weights::<T>(&files, model.layout())?
             };

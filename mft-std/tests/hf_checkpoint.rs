@@ -91,7 +91,7 @@ fn model_tensors(
 fn assert_loaded<T: Element>(weights: &ModelWeights<T>, config: &ModelConfig) {
     let layout = ParamLayout::new(config);
     let view = weights.as_weights();
-    assert_eq!(view.size_mismatch(&layout, false), None);
+    assert_eq!(view.size_mismatch(&layout, mft_models::Paging::Off), None);
     let mut covered = 0;
     for (k, param) in layout.params().enumerate() {
         let name = param.name(config.family);

@@ -1,12 +1,13 @@
-//! Paged frozen weights: a LoRA run whose blocks are paged in from the checkpoint files one at
-//! a time trains and evaluates exactly like the run with every weight resident, reads each
-//! block in the documented order, and names the file when a read fails.
+//! Paged frozen weights: a LoRA run whose blocks (and embeddings) are paged in from the
+//! checkpoint files one page at a time trains and evaluates exactly like the run with every
+//! weight resident, reads each page in the documented order, and names the file when a read
+//! fails.
 
 use std::path::Path;
 
 use mft_core::bf16;
 use mft_models::{
-    Family, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig, ParamLayout, Rope,
+    Family, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig, Paging, ParamLayout, Rope,
 };
 use mft_std::data::{Batcher, Example};
 use mft_std::export::export_hf_snapshot;
@@ -122,36 +123,47 @@ fn paged_runs_equal_resident_runs() {
         let dir = tempfile::tempdir().unwrap();
         snapshot(&config, dir.path());
         let files = checkpoint_files(dir.path()).unwrap();
-        for checkpointed_blocks in [0, 2] {
+        for (paging, checkpointed_blocks) in [
+            (Paging::Blocks, 0),
+            (Paging::Blocks, 2),
+            (Paging::BlocksAndEmbeddings, 0),
+            (Paging::BlocksAndEmbeddings, 3),
+        ] {
+            let what = format!("{family:?}, {paging:?}, {checkpointed_blocks} checkpointed");
             // f32 as stored, and bf16 converted while paging in.
             let resident =
                 run::<f32>(&config, load_weights(&files, &layout).unwrap(), checkpointed_blocks);
             let paged = run::<f32>(
                 &config,
-                load_weights_paged(&files, &layout).unwrap(),
+                load_weights_paged(&files, &layout, paging).unwrap(),
                 checkpointed_blocks,
             );
-            assert_eq!(paged.0, resident.0, "{family:?}: adapters");
+            assert_eq!(paged.0, resident.0, "{what}: adapters");
             assert_eq!(
                 (paged.1.clone(), paged.2),
                 (resident.1.clone(), resident.2),
-                "{family:?}: losses"
+                "{what}: losses"
             );
             let blocks = paged.3.weights().paged().expect("paged");
-            // Per micro-batch 2·layers − 1 reads (the last block once); 4 steps of 2; then the
-            // evaluation's batches, a read per block each.
+            assert_eq!(blocks.paging(), paging);
+            // Per micro-batch 2·layers − 1 block reads (the last block stays in its slot for
+            // its backward), or, when the embeddings are paged, 2·layers block reads and the
+            // head's one chunk (64 entries) between them; 4 steps of 2; then the evaluation's
+            // batches, a read per block (and the head chunk) each.
+            let head = usize::from(paging == Paging::BlocksAndEmbeddings);
             let eval_batches = 3;
-            assert_eq!(blocks.reads(), 4 * 2 * (2 * 3 - 1) + eval_batches * 3, "{family:?}");
+            let reads = 4 * 2 * (2 * 3 - 1 + 2 * head) + eval_batches * (3 + head);
+            assert_eq!(blocks.reads(), reads, "{what}");
 
             let resident =
                 run::<bf16>(&config, load_weights(&files, &layout).unwrap(), checkpointed_blocks);
             let paged = run::<bf16>(
                 &config,
-                load_weights_paged(&files, &layout).unwrap(),
+                load_weights_paged(&files, &layout, paging).unwrap(),
                 checkpointed_blocks,
             );
-            assert_eq!(paged.0, resident.0, "{family:?}: bf16 adapters");
-            assert_eq!(paged.2, resident.2, "{family:?}: bf16 eval");
+            assert_eq!(paged.0, resident.0, "{what}: bf16 adapters");
+            assert_eq!(paged.2, resident.2, "{what}: bf16 eval");
         }
     }
 }
@@ -163,7 +175,7 @@ fn a_failed_read_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     snapshot(&config, dir.path());
     let files = checkpoint_files(dir.path()).unwrap();
-    let weights = load_weights_paged::<f32>(&files, &layout).unwrap();
+    let weights = load_weights_paged::<f32>(&files, &layout, Paging::BlocksAndEmbeddings).unwrap();
     // The file shrinks under the run: the last block cannot be read.
     let file = std::fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
     let len = file.metadata().unwrap().len();
@@ -175,4 +187,25 @@ fn a_failed_read_names_the_file() {
     let message = err.to_string();
     assert!(matches!(err, mft_std::Error::Io { ref path, .. } if *path == files[0]), "{message}");
     assert_eq!(message.lines().count(), 1);
+}
+
+/// A random checkpoint written piece by piece loads to exactly the weights `random_weights`
+/// makes in memory, for every family and stored type.
+#[test]
+fn random_checkpoints_hold_the_random_weights() {
+    fn check<T: mft_core::Element + Send>(config: &ModelConfig, dtype: mft_core::DType) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        mft_std::random::write_random_checkpoint(&path, config, dtype, 5).unwrap();
+        let layout = ParamLayout::new(config);
+        let loaded = load_weights::<T>(&[path], &layout).unwrap();
+        let made = random_weights::<T>(config, 5);
+        assert_eq!(loaded.to_stores(&layout).unwrap(), made.to_stores(&layout).unwrap());
+    }
+    for family in [Family::Gpt2, Family::Qwen2, Family::Gemma3] {
+        let config = tiny(family);
+        check::<f32>(&config, mft_core::DType::F32);
+        check::<bf16>(&config, mft_core::DType::BF16);
+        check::<mft_core::f16>(&config, mft_core::DType::F16);
+    }
 }

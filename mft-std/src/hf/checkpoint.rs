@@ -26,12 +26,12 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use mft_core::{Element, bf16, f16};
 use mft_models::params::{GlobalParam, LayerParam, Slot};
-use mft_models::{Family, LoraLayout, Matrices, Param, ParamLayout, Weights};
+use mft_models::{Family, LoraLayout, Matrices, Paging, Param, ParamLayout, Weights};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::paging::{PagedBlocks, Piece};
+use crate::paging::{PagedBlocks, PagedEmbeddings, Piece};
 
 /// A model's weights in memory: the owned counterpart of [`Weights`]. Matrices are either one
 /// owned store (random weights, full fine-tuning) or one slice per tensor (a loaded
@@ -125,7 +125,7 @@ impl<T: Element> ModelWeights<T> {
             MatrixStorage::Table(table) => {
                 for param in layout.params() {
                     let slot = layout.slot(param).expect("params() lists the layout's parameters");
-                    let paged = self.paged.is_some() && matches!(param, Param::Layer(..));
+                    let paged = self.paged.as_ref().is_some_and(|p| p.paging().covers(param));
                     if slot.matrix && !paged {
                         store[slot.range()]
                             .copy_from_slice(table.entries[layout.table_index(param)]);
@@ -310,11 +310,12 @@ pub fn load_weights<T: Element>(
     files: &[PathBuf],
     layout: &ParamLayout,
 ) -> Result<ModelWeights<T>> {
-    load(files, layout, false)
+    load(files, layout, Paging::Off)
 }
 
-/// [`load_weights`] for paging: the blocks' matrices are not read but located (see
-/// [`PagedBlocks`]); the other matrices and the vectors are read with `pread` into owned
+/// [`load_weights`] for paging: the matrices `paging` covers (the blocks', and with
+/// [`Paging::BlocksAndEmbeddings`] the token embedding and the head) are not read but located
+/// (see [`PagedBlocks`]); the other matrices and the vectors are read with `pread` into owned
 /// buffers, in chunks, so that loading never holds a file's pages mapped (the process's peak
 /// memory is what it keeps, not the files).
 ///
@@ -323,15 +324,17 @@ pub fn load_weights<T: Element>(
 pub fn load_weights_paged<T: Element>(
     files: &[PathBuf],
     layout: &ParamLayout,
+    paging: Paging,
 ) -> Result<ModelWeights<T>> {
-    load(files, layout, true)
+    load(files, layout, paging)
 }
 
 fn load<T: Element>(
     files: &[PathBuf],
     layout: &ParamLayout,
-    paged: bool,
+    paging: Paging,
 ) -> Result<ModelWeights<T>> {
+    let paged = paging != Paging::Off;
     let family = layout.family();
     let hidden = hidden_width(layout);
     // Every name a parameter may have in the files, mapped to the parameter.
@@ -349,6 +352,7 @@ fn load<T: Element>(
     let mut mapped_bytes = 0;
     let mut loaded: HashSet<Param> = HashSet::new();
     let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); layout.layers()];
+    let mut embedding_pieces: Vec<Piece> = Vec::new();
     let mut opened: Vec<File> = Vec::new();
     for path in files {
         let map = map_file(path)?;
@@ -387,14 +391,18 @@ fn load<T: Element>(
             // Paged, the blocks' matrices are only located; unpaged, matrices stored as `T`
             // are used in place; everything else is read (converted) with pread.
             let in_place = if paged { None } else { tensor.in_place::<T>() };
+            let piece = || Piece {
+                param,
+                file: opened.len() - 1,
+                offset: tensor.offset,
+                stored: source,
+                elements: slot.len,
+            };
             match param {
-                Param::Layer(layer, p) if paged && slot.matrix => pieces[layer].push(Piece {
-                    param: p,
-                    file: opened.len() - 1,
-                    offset: tensor.offset,
-                    stored: source,
-                    elements: slot.len,
-                }),
+                Param::Layer(layer, _) if paging.covers(param) && slot.matrix => {
+                    pieces[layer].push(piece());
+                }
+                Param::Global(_) if paging.covers(param) => embedding_pieces.push(piece()),
                 _ if !slot.matrix => {
                     read_converted(file, tensor.offset, source, &mut vectors[slot.range()], path)?;
                 }
@@ -435,10 +443,21 @@ fn load<T: Element>(
     let table = TensorTable { entries, _backing: backing, mapped_bytes };
     let paged_blocks = paged.then(|| {
         let files = files.iter().cloned().zip(opened).collect();
-        Box::new(PagedBlocks::new(files, pieces))
+        let embeddings = paged_embeddings(embedding_pieces, hidden);
+        Box::new(PagedBlocks::new(files, pieces, embeddings))
     });
     // (Unpaged, the opened files close here; the maps that are used stay.)
     Ok(ModelWeights { matrices: MatrixStorage::Table(table), vectors, paged: paged_blocks })
+}
+
+/// The token embedding and the head among `pieces` (the embedding twice when the head is tied),
+/// or `None` when they are not paged.
+fn paged_embeddings(pieces: Vec<Piece>, hidden: usize) -> Option<PagedEmbeddings> {
+    let find =
+        |wanted: GlobalParam| pieces.iter().find(|p| p.param == Param::Global(wanted)).cloned();
+    let embed = find(GlobalParam::Embed)?;
+    let head = find(GlobalParam::LmHead).unwrap_or_else(|| embed.clone());
+    Some(PagedEmbeddings { embed, head, hidden })
 }
 
 /// Reads `dst.len()` elements stored as `stored` at `offset` of `file` into `dst`, converting
