@@ -9,18 +9,30 @@
 //! c_attn,c_proj` (default: GPT-2 `c_attn,c_proj`, others `q_proj,k_proj,v_proj,o_proj`),
 //! `--checkpointing` (all blocks) or `--checkpoint-blocks K` (the first K), `--json` (one JSON object: `median_step_s`, `min_step_s`,
 //! `tokens_per_s`, `peak_rss_bytes`, and the settings).
+//!
+//! `--mem-budget SIZE` (LoRA): the run `mft finetune --mem-budget` makes. The planner of
+//! [`mft_std::budget`] chooses what is paged, how many blocks are checkpointed and the
+//! micro-batch, and the plan is printed; the weights come from a checkpoint of random weights at
+//! the model's shapes, its matrices stored in the `--frozen` type, written once (piece by piece)
+//! under Cargo's target tmpdir and reused; the JSON adds `mem_budget_bytes`, `paging`,
+//! `micro_batch` and `estimated_peak_bytes`. Peak RSS is the whole process's VmHWM.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use mft_kernels::{AdamW, GemmRhs, Kernels, bf16, f16};
 use mft_models::rng::Counter;
 use mft_models::{
-    Adapters, Batch, Gradients, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig, Purpose,
-    StepOptions, Weights,
+    Adapters, Batch, Gradients, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig, Paging,
+    Purpose, StepOptions, Weights,
 };
 use mft_std::ThreadPool;
+use mft_std::budget::{self, BudgetPlan, MemBudget, StepShape};
 use mft_std::finetune::default_targets;
+use mft_std::hf::{load_weights, load_weights_paged};
+use mft_std::mft_core::Element;
 use mft_std::progress::peak_rss_bytes;
+use mft_std::random::write_random_checkpoint;
 
 /// The settings of a run, from the command line.
 #[derive(Debug, Clone)]
@@ -36,6 +48,7 @@ struct Settings {
     rank: usize,
     targets: Option<String>,
     checkpointed_blocks: usize,
+    mem_budget: Option<MemBudget>,
     json: bool,
 }
 
@@ -52,6 +65,7 @@ fn parse_args() -> Result<Settings, String> {
         rank: 8,
         targets: None,
         checkpointed_blocks: 0,
+        mem_budget: None,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -87,6 +101,10 @@ fn parse_args() -> Result<Settings, String> {
                 let v = value("--checkpoint-blocks")?;
                 s.checkpointed_blocks =
                     v.parse().map_err(|_| format!("--checkpoint-blocks: `{v}` is not a number"))?
+            }
+            "--mem-budget" => {
+                let v = value("--mem-budget")?;
+                s.mem_budget = Some(v.parse().map_err(|e| format!("--mem-budget: {e}"))?);
             }
             "--json" => s.json = true,
             // cargo bench passes --bench to harness-less targets.
@@ -133,7 +151,15 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(s: &Settings, config: ModelConfig, lora: Option<&LoraLayout>) -> Result<Bench, String> {
+    /// The model, the whole batch's data, and a workspace for micro-batches of `micro_batch`
+    /// sequences with `checkpointed_blocks`.
+    fn new(
+        s: &Settings,
+        config: ModelConfig,
+        lora: Option<&LoraLayout>,
+        micro_batch: usize,
+        checkpointed_blocks: usize,
+    ) -> Result<Bench, String> {
         let model = Model::new(config).map_err(|e| e.to_string())?;
         let kernels = Kernels::best();
         let pool = ThreadPool::new(s.threads).map_err(|e| e.to_string())?;
@@ -144,8 +170,8 @@ impl Bench {
         let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
         let mut targets = vec![0; n];
         mft_models::shift_labels(&labels, s.seq, &mut targets);
-        let purpose = Purpose::Train { checkpointed_blocks: s.checkpointed_blocks };
-        let sizes = model.workspace_sizes(&kernels, lora, s.batch, s.seq, purpose, s.threads);
+        let purpose = Purpose::Train { checkpointed_blocks };
+        let sizes = model.workspace_sizes(&kernels, lora, micro_batch, s.seq, purpose, s.threads);
         let len = sizes.total();
         eprintln!(
             "workspace: {:.0} MB saved activations, {:.0} MB scratch",
@@ -159,17 +185,20 @@ impl Bench {
             ids,
             targets,
             workspace: vec![0.0; len],
-            options: StepOptions {
-                checkpointed_blocks: s.checkpointed_blocks,
-                ..StepOptions::default()
-            },
+            options: StepOptions { checkpointed_blocks, ..StepOptions::default() },
             hyper: AdamW { lr: 1e-4, ..AdamW::default() },
         })
     }
 }
 
-/// Times `step` (`warmup` untimed calls, then `steps` timed ones) and prints the result.
-fn measure(s: &Settings, config_layers: usize, mut step: impl FnMut(u64) -> f32) {
+/// Times `step` (`warmup` untimed calls, then `steps` timed ones) and prints the result, with
+/// the plan's settings when the run has a memory budget.
+fn measure(
+    s: &Settings,
+    config_layers: usize,
+    plan: Option<&BudgetPlan>,
+    mut step: impl FnMut(u64) -> f32,
+) {
     let mut times = Vec::new();
     for i in 0..s.warmup + s.steps {
         let start = Instant::now();
@@ -191,15 +220,22 @@ fn measure(s: &Settings, config_layers: usize, mut step: impl FnMut(u64) -> f32)
     let tokens_per_s = (s.batch * s.seq) as f64 / median_s;
     let rss = peak_rss_bytes();
     let mode = if s.lora { "lora" } else { "full" };
+    let checkpointed = plan.map_or(s.checkpointed_blocks, |p| p.checkpointed_blocks);
     if s.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "implementation": "mft",
             "model": s.model, "mode": mode, "batch": s.batch, "seq": s.seq, "threads": s.threads,
             "steps": s.steps, "frozen_dtype": if s.lora { s.frozen.as_str() } else { "f32" },
-            "checkpointed_blocks": s.checkpointed_blocks.min(config_layers), "rank": s.rank,
+            "checkpointed_blocks": checkpointed.min(config_layers), "rank": s.rank,
             "median_step_s": median_s, "min_step_s": sorted[0], "tokens_per_s": tokens_per_s,
             "peak_rss_bytes": rss, "step_s": times,
         });
+        if let (Some(plan), Some(budget)) = (plan, s.mem_budget) {
+            doc["mem_budget_bytes"] = budget.0.into();
+            doc["paging"] = format!("{:?}", plan.paging).into();
+            doc["micro_batch"] = plan.micro_batch.into();
+            doc["estimated_peak_bytes"] = plan.total().into();
+        }
         println!("{doc}");
     } else {
         println!(
@@ -208,7 +244,7 @@ fn measure(s: &Settings, config_layers: usize, mut step: impl FnMut(u64) -> f32)
             s.batch,
             s.seq,
             s.threads,
-            match s.checkpointed_blocks.min(config_layers) {
+            match checkpointed.min(config_layers) {
                 0 => String::new(),
                 k => format!(", {k} checkpointed blocks"),
             },
@@ -219,7 +255,10 @@ fn measure(s: &Settings, config_layers: usize, mut step: impl FnMut(u64) -> f32)
 }
 
 /// LoRA: frozen weights in `T`, adapters and their AdamW state in f32.
-fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), String> {
+fn run_lora<T: GemmRhs + Element + Send + Sync>(
+    s: &Settings,
+    config: ModelConfig,
+) -> Result<(), String> {
     let names = s.targets.clone().unwrap_or_else(|| default_targets(config.family).join(","));
     let targets = LoraTargets::from_module_names(config.family, names.split(','))
         .map_err(|e| format!("--targets {names}: {e}"))?;
@@ -231,7 +270,10 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
         targets,
     };
     let layout = LoraLayout::new(&config, &lora);
-    let mut bench = Bench::new(s, config, Some(&layout))?;
+    if let Some(budget) = s.mem_budget {
+        return run_lora_in_budget::<T>(s, config, &layout, budget);
+    }
+    let mut bench = Bench::new(s, config, Some(&layout), s.batch, s.checkpointed_blocks)?;
     let params = *bench.model.layout();
     let matrices: Vec<T> = random_values(params.matrix_len(), 1, 0.02, 0.0);
     let vectors: Vec<f32> = random_values(params.vector_len(), 2, 0.02, 1.0);
@@ -239,7 +281,7 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
     layout.init(4, &mut adapters);
     let (mut grads, mut m, mut v) =
         (vec![0.0; layout.len()], vec![0.0; layout.len()], vec![0.0; layout.len()]);
-    measure(s, config.layers, |step| {
+    measure(s, config.layers, None, |step| {
         grads.fill(0.0);
         let b = &mut bench;
         let weights = Weights::new(&matrices, &vectors);
@@ -267,7 +309,10 @@ fn run_lora<T: GemmRhs + Send>(s: &Settings, config: ModelConfig) -> Result<(), 
 
 /// Full fine-tuning: every parameter in f32, with gradients and AdamW moments.
 fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
-    let mut bench = Bench::new(s, config, None)?;
+    if s.mem_budget.is_some() {
+        return Err("--mem-budget: full fine-tuning does not page its weights yet".into());
+    }
+    let mut bench = Bench::new(s, config, None, s.batch, s.checkpointed_blocks)?;
     let params = *bench.model.layout();
     let mut matrices: Vec<f32> = random_values(params.matrix_len(), 1, 0.02, 0.0);
     let mut vectors: Vec<f32> = random_values(params.vector_len(), 2, 0.02, 1.0);
@@ -275,7 +320,7 @@ fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
     let (mut gm, mut gv) = (zeros(params.matrix_len()), zeros(params.vector_len()));
     let (mut mm, mut vm) = (zeros(params.matrix_len()), zeros(params.matrix_len()));
     let (mut mv, mut vv) = (zeros(params.vector_len()), zeros(params.vector_len()));
-    measure(s, config.layers, |step| {
+    measure(s, config.layers, None, |step| {
         gm.fill(0.0);
         gv.fill(0.0);
         let b = &mut bench;
@@ -298,6 +343,99 @@ fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
         b.kernels.adamw_step(&b.hyper, step, &mut matrices, &gm, &mut mm, &mut vm, &b.pool);
         b.kernels.adamw_step(&b.hyper, step, &mut vectors, &gv, &mut mv, &mut vv, &b.pool);
         loss.loss
+    });
+    Ok(())
+}
+
+/// LoRA within `budget`: the plan's paging, checkpointing and micro-batches, over weights read
+/// from a random checkpoint file.
+fn run_lora_in_budget<T: GemmRhs + Element + Send + Sync>(
+    s: &Settings,
+    config: ModelConfig,
+    layout: &LoraLayout,
+    budget: MemBudget,
+) -> Result<(), String> {
+    let model = Model::new(config).map_err(|e| e.to_string())?;
+    let shape = StepShape {
+        batch: s.batch,
+        seq: s.seq,
+        threads: s.threads,
+        tokenizer_bytes: 0,
+        training: true,
+    };
+    let plan =
+        budget::plan(&model, Some(layout), T::DTYPE, shape, s.checkpointed_blocks, true, budget)
+            .map_err(|e| e.to_string())?;
+    eprintln!("memory budget {budget}: {plan}");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-weights");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{}-{:?}-seed1.safetensors", s.model, T::DTYPE).to_lowercase());
+    if !path.exists() {
+        eprintln!("writing random weights to {}", path.display());
+        write_random_checkpoint(&path, &config, T::DTYPE, 1).map_err(|e| e.to_string())?;
+    }
+    let files = [path];
+    let mut weights = match plan.paging {
+        Paging::Off => load_weights::<T>(&files, model.layout()),
+        paging => load_weights_paged::<T>(&files, model.layout(), paging),
+    }
+    .map_err(|e| e.to_string())?;
+    let micro = plan.micro_batch;
+    let mut bench = Bench::new(s, config, Some(layout), micro, plan.checkpointed_blocks)?;
+    let mut adapters = vec![0.0; layout.len()];
+    layout.init(4, &mut adapters);
+    let (mut grads, mut m, mut v) =
+        (vec![0.0; layout.len()], vec![0.0; layout.len()], vec![0.0; layout.len()]);
+    let splits = s.batch / micro;
+    let tokens = micro * s.seq;
+    measure(s, config.layers, Some(&plan), |step| {
+        grads.fill(0.0);
+        let b = &mut bench;
+        let mut loss_sum = 0.0;
+        for i in 0..splits {
+            let a = Adapters { layout, weights: &adapters };
+            let options = StepOptions {
+                dropout_seed: step * splits as u64 + i as u64,
+                loss_weight: 1.0 / splits as f32,
+                ..b.options
+            };
+            let rows = i * tokens..(i + 1) * tokens;
+            let batch = Batch {
+                input_ids: &b.ids[rows.clone()],
+                targets: &b.targets[rows],
+                batch: micro,
+                seq: s.seq,
+            };
+            let grads = Gradients::Lora(&mut grads);
+            let (model, kernels, ws, pool) = (&b.model, &b.kernels, &mut b.workspace, &b.pool);
+            let loss = match weights.for_step() {
+                (weights, None) => model
+                    .train_step(kernels, weights, Some(a), grads, &batch, options, ws, pool)
+                    .map_err(|e| e.to_string()),
+                (weights, Some(paged)) => {
+                    let schedule = paged.schedule(model, true, tokens);
+                    paged
+                        .run(&schedule, |source| {
+                            model.train_step_paged(
+                                kernels,
+                                weights,
+                                source,
+                                Some(a),
+                                grads,
+                                &batch,
+                                options,
+                                ws,
+                                pool,
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                }
+            }
+            .expect("the step runs");
+            loss_sum += loss.loss / splits as f32;
+        }
+        b.kernels.adamw_step(&b.hyper, step, &mut adapters, &grads, &mut m, &mut v, &b.pool);
+        loss_sum
     });
     Ok(())
 }

@@ -6,10 +6,10 @@
 //! workspace the trainer carves, which are exact) to a fixed allowance for the process itself
 //! (code, the thread pool's stacks, the allocator, data and tokenizer):
 //! [`PROCESS_ALLOWANCE`] plus three times the tokenizer file. Options are tried from the
-//! fastest: everything resident; then checkpointing more and more blocks; then the blocks'
-//! frozen matrices paged from the checkpoint through two slots, then the token embedding and
-//! the head paged too (the head one vocabulary chunk at a time, through the same slots), again
-//! with more and more checkpointed blocks; last, the batch split into smaller micro-batches.
+//! fastest (see [`plan`]): everything resident; the blocks' frozen matrices paged from the
+//! checkpoint through two slots; the token embedding and the head paged too (the head one
+//! vocabulary chunk at a time, through the same slots); the batch split into smaller
+//! micro-batches; and only then checkpointed blocks, more and more of them.
 
 use std::fmt;
 
@@ -129,10 +129,12 @@ impl fmt::Display for BudgetPlan {
 /// `frozen` that fits `budget`, with at least `min_checkpointed` blocks checkpointed.
 /// `can_page` says whether the weights are in files they can be paged from.
 ///
-/// Options are tried from the fastest (measured on GPT-2 small, see BENCHMARKS.md): every
-/// weight resident, then the blocks paged, then the embeddings paged too, each with more and
-/// more checkpointed blocks; only then the batch split into smaller micro-batches (each of
-/// which reads every paged matrix again), again through the same options.
+/// Options are tried from the fastest (measured on GPT-2 small, see BENCHMARKS.md). Paging
+/// costs reads (on the I/O thread, during the compute) and checkpointing costs recomputation,
+/// which is dearer; so first, with no block checkpointed: every weight resident, the blocks
+/// paged, the embeddings paged too, each at the asked batch and then at smaller and smaller
+/// micro-batches (each of which reads the paged matrices again); then the same options with
+/// more and more checkpointed blocks.
 ///
 /// # Errors
 /// [`Error::Training`] when nothing fits, naming the smallest budget that would (and, for
@@ -156,11 +158,12 @@ pub fn plan(
         &[Paging::Off]
     };
     let most = if shape.training { layers } else { 0 };
-    let micro_batches = (1..=shape.batch).rev().filter(|m| shape.batch.is_multiple_of(*m));
+    let micro_batches: Vec<usize> =
+        (1..=shape.batch).rev().filter(|m| shape.batch.is_multiple_of(*m)).collect();
     let mut candidates = Vec::new();
-    for micro_batch in micro_batches {
-        for &paging in levels {
-            for checkpointed_blocks in min_checkpointed.min(most)..=most {
+    for checkpointed_blocks in min_checkpointed.min(most)..=most {
+        for &micro_batch in &micro_batches {
+            for &paging in levels {
                 let micro = StepShape { batch: micro_batch, ..shape };
                 candidates.push(estimate(model, lora, frozen, micro, checkpointed_blocks, paging));
             }
@@ -284,21 +287,36 @@ mod tests {
     fn plans_get_leaner_as_the_budget_shrinks() {
         let (model, lora) = gpt2_lora();
         let bf16 = DType::BF16;
-        let roomy = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(4 << 30)).unwrap();
-        assert_eq!(
-            (roomy.paging, roomy.checkpointed_blocks, roomy.micro_batch),
-            (Paging::Off, 0, 4)
-        );
-        let all_resident = estimate(&model, Some(&lora), bf16, SHAPE, 12, Paging::Off).total();
-        let tight =
-            plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(all_resident)).unwrap();
-        assert!(tight.paging == Paging::Off && tight.checkpointed_blocks > 0, "{tight}");
-        let paged = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(256 << 20)).unwrap();
-        assert!(paged.paging == Paging::Blocks && paged.total() <= 256 << 20, "{paged}");
-        // 200 MiB needs the embeddings paged too, still in one micro-batch.
-        let lean = plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(200 << 20)).unwrap();
-        assert_eq!((lean.paging, lean.micro_batch), (Paging::BlocksAndEmbeddings, 4), "{lean}");
-        assert!(lean.total() <= 200 << 20, "{lean}");
+        let plan_for = |budget| plan(&model, Some(&lora), bf16, SHAPE, 0, true, MemBudget(budget));
+        let summary = |p: &BudgetPlan| (p.paging, p.micro_batch, p.checkpointed_blocks);
+        let roomy = plan_for(4 << 30).unwrap();
+        assert_eq!(summary(&roomy), (Paging::Off, 4, 0));
+        let resident = estimate(&model, Some(&lora), bf16, SHAPE, 0, Paging::Off).total();
+        let blocks = plan_for(resident - 1).unwrap();
+        assert_eq!(summary(&blocks), (Paging::Blocks, 4, 0), "{blocks}");
+        let embeddings = plan_for(320 << 20).unwrap();
+        assert_eq!(summary(&embeddings), (Paging::BlocksAndEmbeddings, 4, 0), "{embeddings}");
+        // 200 MiB splits the batch in two rather than recompute blocks.
+        let lean = plan_for(200 << 20).unwrap();
+        assert_eq!(summary(&lean), (Paging::BlocksAndEmbeddings, 2, 0), "{lean}");
+        // Checkpointing comes last.
+        let micro = StepShape { batch: 1, ..SHAPE };
+        let unsplit = estimate(&model, Some(&lora), bf16, micro, 0, Paging::BlocksAndEmbeddings);
+        let leanest = plan_for(unsplit.total() - 1).unwrap();
+        assert!(leanest.checkpointed_blocks > 0, "{leanest}");
+        for plan in [roomy, blocks, embeddings, lean, leanest] {
+            assert_eq!(
+                plan,
+                estimate(
+                    &model,
+                    Some(&lora),
+                    bf16,
+                    StepShape { batch: plan.micro_batch, ..SHAPE },
+                    plan.checkpointed_blocks,
+                    plan.paging
+                )
+            );
+        }
         // Without files to page from, 256 MiB is refused.
         let err =
             plan(&model, Some(&lora), bf16, SHAPE, 0, false, MemBudget(256 << 20)).unwrap_err();
