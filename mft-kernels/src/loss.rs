@@ -323,6 +323,7 @@ impl Kernels {
     /// # Panics
     /// As [`Kernels::lm_head_loss_forward`], and if `head` gives a chunk of the wrong length.
     #[allow(clippy::too_many_arguments)] // operands, saved state, scratch, threads
+    #[allow(clippy::result_unit_err)] // The reason stays with the head's source.
     pub fn lm_head_loss_forward_paged<T: GemmRhs>(
         &self,
         shape: &LmHeadLoss,
@@ -464,6 +465,7 @@ impl Kernels {
     /// As [`Kernels::lm_head_loss_forward_backward`], and if `head` gives a chunk of the wrong
     /// length.
     #[allow(clippy::too_many_arguments)] // operands, gradients, scratch, threads
+    #[allow(clippy::result_unit_err)] // The reason stays with the head's source.
     pub fn lm_head_loss_forward_backward_paged<T: GemmRhs>(
         &self,
         shape: &LmHeadLoss,

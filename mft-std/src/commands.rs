@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use mft_core::DType;
 use mft_kernels::Kernels;
 use mft_models::{
-    Adapters, LoraConfig, LoraLayout, LoraTargets, MemoryPlan, Mode, Model, ModelConfig,
+    Adapters, LoraConfig, LoraLayout, LoraTargets, MemoryPlan, Mode, Model, ModelConfig, Paging,
 };
 
 use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
@@ -105,14 +105,16 @@ struct Evaluated {
 
 impl Evaluated {
     fn load(model: &str, adapter: Option<&Path>) -> Result<Evaluated> {
-        Evaluated::load_paged(model, adapter, false)
+        Evaluated::load_paged(model, adapter, Paging::Off)
     }
 
-    /// With `paged`, the blocks' matrices stay in the checkpoint files, paged in per block.
-    fn load_paged(model: &str, adapter: Option<&Path>, paged: bool) -> Result<Evaluated> {
+    /// The matrices `paging` covers stay in the checkpoint files, paged in as they are needed.
+    fn load_paged(model: &str, adapter: Option<&Path>, paging: Paging) -> Result<Evaluated> {
         let source = ModelSource::parse(model)?;
-        let loaded =
-            if paged { load_model_paged::<f32>(source, 0)? } else { load_model::<f32>(source, 0)? };
+        let loaded = match paging {
+            Paging::Off => load_model::<f32>(source, 0)?,
+            _ => load_model_paged::<f32>(source, 0, paging)?,
+        };
         let lora = match adapter {
             Some(dir) => Some(read_adapter(dir, loaded.model.config())?),
             None => None,
@@ -136,18 +138,18 @@ impl Evaluated {
 /// # Errors
 /// Bad model, adapter or data (named).
 pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
-    let paged = match args.mem_budget {
+    let (paging, batch) = match args.mem_budget {
         Some(budget) => {
             let plan = eval_budget_plan(args, budget)?;
             if !args.json {
                 eprintln!("memory budget {budget}: {plan}");
             }
-            plan.paged
+            (plan.paging, plan.micro_batch)
         }
-        None => false,
+        None => (Paging::Off, args.batch),
     };
-    let mut e = Evaluated::load_paged(&args.model, args.adapter.as_deref(), paged)?;
-    let report = eval_report(&mut e, &args.data, args.batch, args.seq, args.threads)?;
+    let mut e = Evaluated::load_paged(&args.model, args.adapter.as_deref(), paging)?;
+    let report = eval_report(&mut e, &args.data, batch, args.seq, args.threads)?;
     if args.json {
         println!(
             "{}",
@@ -460,6 +462,7 @@ pub fn demo(out: &Path, threads: usize, stop: &AtomicBool) -> Result<()> {
         resume: false,
         overwrite: true,
         quiet: false,
+        energy: crate::energy::EnergyOptions::default(),
     };
     let summary = finetune(&args, stop)?;
     let after = Evaluated::load(&args.model, Some(out))?;

@@ -164,6 +164,15 @@ pub enum Error {
         /// The tensor's name.
         tensor: String,
     },
+    /// An energy or thermal policy setting that cannot be used: a flag (`origin` is
+    /// `--flag VALUE`) or a policy file's field (`FILE: field`).
+    #[error("{origin}: {problem}")]
+    Policy {
+        /// The flag and its value, or the file and the field.
+        origin: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     // New variants go above this line (helpers: add with a targeted edit, never rewrite the file).
 }
 

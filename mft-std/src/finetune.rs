@@ -12,6 +12,11 @@
 //! A directory that already holds a run is refused unless `--resume` (continue it) or
 //! `--overwrite` (start over) is given. Ctrl-C finishes the current step, saves a checkpoint and
 //! the adapter or snapshot, and stops.
+//!
+//! Before every step the energy policy ([`crate::energy`]: battery, charger, temperature,
+//! quiet hours) decides: train on all threads, on fewer (too warm), or pause — save a
+//! checkpoint and wait, or (`--on-pause exit`) save as Ctrl-C does and end with
+//! [`FinetuneSummary::paused`] set. Each step's energy goes to `metrics.jsonl`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,10 +25,11 @@ use std::time::Instant;
 
 use mft_core::{DType, Element, bf16, f16};
 use mft_kernels::GemmRhs;
-use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets};
+use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets, Paging};
 
 use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions, Dataset, TextEncoder};
+use crate::energy::{Action, Decision, EnergyOptions, EnergySession, Gate, StepEnergy};
 use crate::error::{Error, Result};
 use crate::export::{export_hf_snapshot, export_peft_adapter};
 use crate::fsio::{create_dir_all, write_atomic};
@@ -116,6 +122,8 @@ pub struct FinetuneArgs {
     pub overwrite: bool,
     /// Print less (no progress bar).
     pub quiet: bool,
+    /// Energy and thermal scheduling, and where the battery is read ([`crate::energy`]).
+    pub energy: EnergyOptions,
 }
 
 /// What a run ended with.
@@ -133,8 +141,10 @@ pub struct FinetuneSummary {
     pub interrupted: bool,
     /// Peak resident memory of the process.
     pub peak_rss_bytes: u64,
-    /// Wall-clock seconds of training.
+    /// Wall-clock seconds of training (not counting pauses of the energy policy).
     pub seconds: f64,
+    /// Why the energy policy paused the run (with `--on-pause exit`; resume with `--resume`).
+    pub paused: Option<String>,
 }
 
 /// The file that marks `--out` as holding a run.
@@ -196,20 +206,20 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     stop: &AtomicBool,
 ) -> Result<FinetuneSummary> {
     let seq = args.seq;
-    let (paged, checkpointed_blocks) = match args.mem_budget {
+    let (paging, checkpointed_blocks, micro_batch) = match args.mem_budget {
         Some(budget) => {
             let plan = budget_plan(args, &source, budget)?;
             if !args.quiet {
                 eprintln!("memory budget {budget}: {plan}");
             }
-            (plan.paged, plan.checkpointed_blocks)
+            (plan.paging, plan.checkpointed_blocks, plan.micro_batch)
         }
-        None => (false, args.checkpoint_blocks),
+        None => (Paging::Off, args.checkpoint_blocks, args.batch),
     };
-    let loaded = if paged {
-        load_model_paged::<T>(source, args.seed)?
-    } else {
+    let loaded = if paging == Paging::Off {
         load_model::<T>(source, args.seed)?
+    } else {
+        load_model_paged::<T>(source, args.seed, paging)?
     };
     let config = *loaded.model.config();
     check_seq(&config, seq)?;
@@ -225,9 +235,10 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     let mode = if args.full { "full" } else { "lora" };
     let options = TrainOptions {
         steps: args.steps,
-        batch: args.batch,
+        // A batch the plan splits is accumulated over more micro-batches into the same step.
+        batch: micro_batch,
         seq,
-        grad_accum: args.grad_accum,
+        grad_accum: args.grad_accum * (args.batch / micro_batch),
         optimizer: OptimizerConfig {
             kind: args.optimizer,
             momentum: args.momentum,
@@ -245,7 +256,7 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     };
     let mut trainer = Trainer::new(model, weights, trainable, options, args.threads)?;
     let mut batcher =
-        data::Batcher::new(dataset.train.clone(), args.batch, pad, args.seed, !args.no_shuffle);
+        data::Batcher::new(dataset.train.clone(), micro_batch, pad, args.seed, !args.no_shuffle);
     create_dir_all(&args.out)?;
     let checkpoint_dir = args.out.join(CHECKPOINT_DIR);
     let mut history = Vec::new();
@@ -298,13 +309,55 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     let mut progress = Progress::new(args.steps, first_step, args.quiet);
     let mut last_loss = f32::NAN;
     let mut interrupted = false;
+    // Energy and thermal policy: asked before every step; the energy of each step measured.
+    let mut energy = EnergySession::new(&args.energy, args.threads);
+    let mut paused = None;
+    // Time spent deciding and waiting out pauses (not training).
+    let mut gated = std::time::Duration::ZERO;
     while trainer.step_count() < args.steps {
+        let at = trainer.step_count();
+        let gate_start = Instant::now();
+        let gate = energy.gate(
+            stop,
+            |d| {
+                progress.println(&format!("energy: before step {}: {}", at + 1, decision_line(d)));
+                metrics.energy(at, d)
+            },
+            |_| {
+                checkpoint::save(&checkpoint_dir, &mut trainer, batcher.position(), mode)?;
+                progress.println(&format!(
+                    "energy: checkpoint saved at step {at}; waiting, checking every {:.1} s",
+                    args.energy.poll.as_secs_f64()
+                ));
+                Ok(())
+            },
+        );
+        gated += gate_start.elapsed();
+        print_energy_notes(&energy, &progress);
+        match gate? {
+            Gate::Run { threads } => {
+                trainer.set_threads(threads)?;
+            }
+            Gate::Exit { reason } => {
+                progress.println(&format!("energy: paused at step {at}: saving to resume later"));
+                paused = Some(reason);
+                break;
+            }
+            Gate::Stopped => {
+                interrupted = true;
+                progress.println(&format!("interrupted while paused: saving at step {at}"));
+                break;
+            }
+        }
+        energy.begin_step();
         let report = trainer.train_step(&mut batcher)?;
+        let used = energy.finish_step();
+        print_energy_notes(&energy, &progress);
         last_loss = report.loss;
         history.push((report.step, report.loss));
         let rss = peak_rss_bytes();
-        metrics.step(&report, rss)?;
-        progress.update(&report, rss);
+        metrics.step(&report, rss, trainer.threads(), &used)?;
+        progress.update(&report, rss, &used.short(report.tokens));
         let step = report.step;
         if args.eval_every > 0
             && step.is_multiple_of(args.eval_every)
@@ -326,9 +379,9 @@ fn run<T: GemmRhs + Element + Send + Sync>(
         }
     }
     progress.finish();
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = start.elapsed().saturating_sub(gated).as_secs_f64();
     checkpoint::save(&checkpoint_dir, &mut trainer, batcher.position(), mode)?;
-    let eval_after = if !interrupted && !dataset.eval.is_empty() {
+    let eval_after = if !interrupted && paused.is_none() && !dataset.eval.is_empty() {
         let e = trainer.evaluate(&dataset.eval, pad)?;
         log(format!(
             "eval after:  loss {:.4}, perplexity {:.2} ({} tokens)",
@@ -341,6 +394,9 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     };
     export(args, &source, &trainer, tokenizer.as_ref().map(|t| t.path()))?;
     write_atomic(&args.out.join("loss.svg"), loss_curve_svg(&history).as_bytes())?;
+    if let Some(reason) = &paused {
+        log(format!("paused by the energy policy: {reason}. Continue with --resume."));
+    }
     let steps_done = trainer.step_count() - first_step;
     if steps_done > 0 {
         log(format!(
@@ -362,7 +418,24 @@ fn run<T: GemmRhs + Element + Send + Sync>(
         interrupted,
         peak_rss_bytes: peak_rss_bytes(),
         seconds,
+        paused,
     })
+}
+
+/// A decision as a log line: `pause: …` or `run on 2 threads: …`.
+fn decision_line(d: &Decision) -> String {
+    match d.action {
+        Action::Pause => format!("pause: {}", d.reason),
+        Action::Run { threads: 1 } => format!("run on 1 thread: {}", d.reason),
+        Action::Run { threads } => format!("run on {threads} threads: {}", d.reason),
+    }
+}
+
+/// Prints the device nodes the energy session could not read (each once per run).
+fn print_energy_notes(energy: &EnergySession, progress: &Progress) {
+    for note in energy.take_notes() {
+        progress.println(&format!("energy: {note} (tolerated; noted once)"));
+    }
 }
 
 /// The training set and the evaluation set.
@@ -497,7 +570,8 @@ fn read_history(path: &Path, step: u64) -> Result<Vec<(u64, f32)>> {
     Ok(history)
 }
 
-/// `metrics.jsonl`: one line per step (`"kind": "train"`) and per evaluation (`"eval"`).
+/// `metrics.jsonl`: one line per step (`"kind": "train"`, with its threads and energy), per
+/// evaluation (`"eval"`), and per energy-scheduling decision (`"energy"`).
 struct MetricsLog {
     file: std::fs::File,
     path: PathBuf,
@@ -526,11 +600,44 @@ impl MetricsLog {
             .map_err(|source| Error::Io { path: self.path.clone(), source })
     }
 
-    fn step(&mut self, r: &StepReport, rss_bytes: u64) -> Result<()> {
-        self.write(serde_json::json!({
+    fn step(
+        &mut self,
+        r: &StepReport,
+        rss_bytes: u64,
+        threads: usize,
+        e: &StepEnergy,
+    ) -> Result<()> {
+        let mut line = serde_json::json!({
             "kind": "train", "step": r.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
             "tokens": r.tokens, "scored_tokens": r.scored_tokens, "seconds": r.seconds,
             "tokens_per_s": r.tokens as f64 / r.seconds.max(1e-9), "peak_rss_bytes": rss_bytes,
+            "threads": threads,
+            "energy_j": e.joules(), "energy_j_per_token": e.joules_per_token(r.tokens),
+        });
+        let fields = line.as_object_mut().expect("a JSON object");
+        match e {
+            StepEnergy::Measured { joules, seconds, method, .. } => {
+                fields.insert("energy_method".into(), method.name().into());
+                fields.insert("power_w".into(), (joules / seconds.max(1e-9)).into());
+            }
+            StepEnergy::Unavailable { reason } => {
+                fields.insert("energy_unavailable".into(), reason.as_str().into());
+            }
+        }
+        self.write(line)
+    }
+
+    /// A scheduling decision before step `done + 1`.
+    fn energy(&mut self, done: u64, d: &Decision) -> Result<()> {
+        let (action, threads) = match d.action {
+            Action::Pause => ("pause", None),
+            Action::Run { threads } => ("run", Some(threads)),
+        };
+        self.write(serde_json::json!({
+            "kind": "energy", "step": done, "action": action, "threads": threads,
+            "reason": d.reason, "battery_percent": d.battery_percent, "power": d.power.name(),
+            "temp_c": d.hottest.as_ref().map(|h| h.1),
+            "sensor": d.hottest.as_ref().map(|h| h.0.as_str()),
         }))
     }
 

@@ -6,11 +6,13 @@
 //!   checkpoints) and the main job ([`finetune`]), with its progress and metrics ([`progress`],
 //!   [`svg`]); the smaller commands ([`commands`], [`generate`]).
 //! - Outputs: PEFT adapters and Hugging Face snapshots ([`export`]), written atomically ([`fsio`]).
-//! - The machine: its kernels ([`system`]) and the thread pool ([`pool`]).
+//! - The machine: its kernels ([`system`]), the thread pool ([`pool`]), and its battery and
+//!   temperatures ([`energy`]: when to train, on how many threads, and at what energy cost).
 
 pub mod budget;
 pub mod commands;
 pub mod data;
+pub mod energy;
 pub mod error;
 pub mod export;
 pub mod finetune;

@@ -31,14 +31,19 @@ impl Progress {
         Progress { bar, total, quiet, every: (total / 10).max(1) }
     }
 
-    /// Shows step `report`, with the process's peak resident memory `rss_bytes`.
-    pub fn update(&mut self, report: &StepReport, rss_bytes: u64) {
-        let message = format!(
+    /// Shows step `report`, with the process's peak resident memory `rss_bytes` and `extra`
+    /// (the step's energy, when not empty).
+    pub fn update(&mut self, report: &StepReport, rss_bytes: u64, extra: &str) {
+        let mut message = format!(
             "loss {:.4}  {:.0} tok/s  RSS {:.0} MB",
             report.loss,
             report.tokens as f64 / report.seconds.max(1e-9),
             rss_bytes as f64 / 1e6
         );
+        if !extra.is_empty() {
+            message.push_str("  ");
+            message.push_str(extra);
+        }
         match &self.bar {
             Some(bar) => {
                 bar.set_position(report.step);

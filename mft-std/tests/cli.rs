@@ -252,9 +252,10 @@ fn ctrl_c_saves_and_resume_finishes_the_same_run() {
     assert!(adapter(&out) == adapter(&straight_out), "resumed adapter differs");
 }
 
-/// `--mem-budget`: the smallest budget that works pages the frozen blocks and checkpoints
-/// every block, and trains exactly what the unconstrained run trains; a byte less is refused
-/// in one line naming that smallest budget, before anything is written.
+/// `--mem-budget`: the smallest budget that works pages the frozen blocks and embeddings,
+/// checkpoints every block and splits the batch into micro-batches of one, and trains exactly
+/// what the unconstrained run with those micro-batches trains; a byte less is refused in one
+/// line naming that smallest budget, before anything is written.
 #[test]
 fn mem_budget_pages_and_refuses_what_does_not_fit() {
     use mft_std::budget::{MemBudget, StepShape, estimate, mib};
@@ -284,8 +285,11 @@ fn mem_budget_pages_and_refuses_what_does_not_fit() {
     let shape = StepShape { batch: 4, seq: 16, threads: 1, tokenizer_bytes: 0, training: true };
     let m = mft_models::Model::new(config).unwrap();
     let f32 = mft_core::DType::F32;
-    let smallest = estimate(&m, Some(&layout), f32, shape, config.layers, true).total();
-    let resident = estimate(&m, Some(&layout), f32, shape, config.layers, false).total();
+    let paging = mft_models::Paging::BlocksAndEmbeddings;
+    let micro = StepShape { batch: 1, ..shape };
+    let smallest = estimate(&m, Some(&layout), f32, micro, config.layers, paging).total();
+    let off = mft_models::Paging::Off;
+    let resident = estimate(&m, Some(&layout), f32, shape, config.layers, off).total();
     assert!(smallest < resident, "paging saves memory here");
     let run = |out: &Path, extra: &[&str]| {
         let out_s = out.display().to_string();
@@ -310,23 +314,28 @@ fn mem_budget_pages_and_refuses_what_does_not_fit() {
         args.extend_from_slice(extra);
         mft(&args)
     };
+    // The smallest plan splits the batch of 4 into micro-batches of 1: the plain run that
+    // trains the same way accumulates 4 micro-batches of 1.
     let plain_out = dir.path().join("plain");
-    let plain = run(&plain_out, &[]);
+    let plain = run(&plain_out, &["--batch", "1", "--grad-accum", "4"]);
     assert!(plain.status.success(), "{}", stderr(&plain));
 
     let budget = format!("{smallest}");
     let paged_out = dir.path().join("paged");
-    let paged = run(&paged_out, &["--mem-budget", &budget]);
+    let paged = run(&paged_out, &["--batch", "4", "--mem-budget", &budget]);
     assert!(paged.status.success(), "{}", stderr(&paged));
     let said = stderr(&paged);
-    let expected = format!("frozen blocks paged, {} blocks checkpointed", config.layers);
+    let expected = format!(
+        "frozen blocks and embeddings paged, {} blocks checkpointed, micro-batches of 1",
+        config.layers
+    );
     assert!(said.contains(&expected), "{said}");
     let adapter = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
     assert!(adapter(&paged_out) == adapter(&plain_out), "the paged run trained differently");
 
     let too_small = format!("{}", smallest - 1);
     let refused_out = dir.path().join("refused");
-    let refused = run(&refused_out, &["--mem-budget", &too_small]);
+    let refused = run(&refused_out, &["--batch", "4", "--mem-budget", &too_small]);
     assert!(!refused.status.success());
     let said = stderr(&refused);
     assert_eq!(said.lines().count(), 1, "{said}");

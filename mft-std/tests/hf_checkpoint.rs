@@ -570,8 +570,9 @@ fn matrices_stored_as_used_are_not_copied() {
     assert_eq!(matrices.len(), layout.matrix_len());
     assert_eq!(gathered.mapped_bytes(), 0);
     assert_loaded(&gathered, &config);
-    // Paged loading keeps only the globals; gathering reads the blocks from the file.
-    let mut paged = load_weights_paged::<bf16>(&files, &layout).unwrap();
+    // Paged loading keeps only the position table; gathering reads the rest from the file.
+    let paging = mft_models::Paging::BlocksAndEmbeddings;
+    let mut paged = load_weights_paged::<bf16>(&files, &layout, paging).unwrap();
     assert!(paged.paged().is_some());
     assert_eq!(paged.mapped_bytes(), 0);
     let (matrices, _) = paged.stores_mut(&layout);

@@ -1,7 +1,9 @@
 //! The `mft` command: `finetune` (the main job; with no `--model`/`--data`, the bundled demo),
 //! `eval`, `generate`, `inspect`, and `info` (what the kernels see on this machine). Each
 //! subcommand's logic lives in the library (`mft_std::finetune`, `mft_std::commands`); this file
-//! parses flags and reports errors as one line with a non-zero exit.
+//! parses flags and reports errors as one line with a non-zero exit. Exit codes of `finetune`:
+//! 0 done, 1 an error, 2 bad usage, 130 Ctrl-C, 75 paused by the energy policy with
+//! `--on-pause exit` (a checkpoint to `--resume` from is saved).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use mft_core::DType;
 use mft_std::budget::MemBudget;
 use mft_std::commands::{self, EvalArgs, GenerateArgs, InspectArgs};
+use mft_std::energy::{EnergyFlags, PAUSED_EXIT_CODE};
 use mft_std::finetune::{FinetuneArgs, LoraArgs, finetune};
 use mft_std::system::{SystemInfo, self_check};
 use mft_std::train::{OptimizerKind, ScheduleKind};
@@ -155,6 +158,55 @@ struct FinetuneFlags {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    energy: EnergyFlagArgs,
+}
+
+/// Energy and thermal scheduling (values are checked by the library, which names the flag in
+/// one line when one is bad).
+#[derive(Args)]
+struct EnergyFlagArgs {
+    /// Energy policy file (JSON: min_battery, charging_only, thermal_limit, thermal_pause,
+    /// thermal_resume, thermal_threads, thermal_sensors, quiet_hours, utc_offset, on_pause,
+    /// pause_poll, power_root); flags override its fields.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Read the battery and temperatures under DIR/sys/class (default: /).
+    #[arg(long, value_name = "DIR")]
+    power_root: Option<PathBuf>,
+    /// Pause on battery below PCT percent (a charger lifts it).
+    #[arg(long, value_name = "PCT")]
+    min_battery: Option<String>,
+    /// Train only on external power.
+    #[arg(long)]
+    charging_only: bool,
+    /// At C °C or above, train on fewer threads (--thermal-threads, default half).
+    #[arg(long, value_name = "C")]
+    thermal_limit: Option<String>,
+    /// At C °C or above, pause (default: the limit + 5).
+    #[arg(long, value_name = "C")]
+    thermal_pause: Option<String>,
+    /// Back to all threads, or out of a pause, at C °C or below (default: the limit − 5).
+    #[arg(long, value_name = "C")]
+    thermal_resume: Option<String>,
+    /// Threads while over the thermal limit (default: half, at least 1).
+    #[arg(long, value_name = "N")]
+    thermal_threads: Option<String>,
+    /// Sensors that count (thermal-zone types, battery names; default: all).
+    #[arg(long, value_name = "A,B")]
+    thermal_sensors: Option<String>,
+    /// Pause during HH:MM-HH:MM (UTC, or at --utc-offset; may span midnight).
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    quiet_hours: Option<String>,
+    /// The offset of --quiet-hours from UTC, ±HH:MM (default +00:00).
+    #[arg(long, value_name = "±HH:MM", allow_hyphen_values = true)]
+    utc_offset: Option<String>,
+    /// On a pause: wait (checkpoint, continue when allowed) or exit (checkpoint, exit 75).
+    #[arg(long, value_name = "wait|exit")]
+    on_pause: Option<String>,
+    /// Seconds between checks while paused and waiting (default 30).
+    #[arg(long, value_name = "SECONDS")]
+    pause_poll: Option<String>,
 }
 
 #[derive(Args)]
@@ -331,6 +383,23 @@ fn run_finetune(f: FinetuneFlags) -> mft_std::Result<ExitCode> {
         eprintln!("mft finetune: give --model, --data and --out (or none of them for the demo)");
         return Ok(ExitCode::from(2));
     };
+    let e = f.energy;
+    let energy = EnergyFlags {
+        policy: e.policy,
+        power_root: e.power_root,
+        min_battery: e.min_battery,
+        charging_only: e.charging_only,
+        thermal_limit: e.thermal_limit,
+        thermal_pause: e.thermal_pause,
+        thermal_resume: e.thermal_resume,
+        thermal_threads: e.thermal_threads,
+        thermal_sensors: e.thermal_sensors,
+        quiet_hours: e.quiet_hours,
+        utc_offset: e.utc_offset,
+        on_pause: e.on_pause,
+        pause_poll: e.pause_poll,
+    }
+    .resolve()?;
     let args = FinetuneArgs {
         model,
         data,
@@ -369,12 +438,19 @@ fn run_finetune(f: FinetuneFlags) -> mft_std::Result<ExitCode> {
         resume: f.resume,
         overwrite: f.overwrite,
         quiet: f.quiet,
+        energy,
     };
     let summary = finetune(&args, &stop)?;
     if f.json {
         println!("{}", serde_json::to_string(&summary).expect("the summary serializes"));
     }
-    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else if summary.paused.is_some() {
+        ExitCode::from(PAUSED_EXIT_CODE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn info(json: bool) -> ExitCode {

@@ -107,6 +107,8 @@ pub struct Trainer<T: 'static> {
     model: Model,
     kernels: Kernels,
     pool: ThreadPool,
+    /// The threads the workspace is sized for: [`Trainer::set_threads`] stays within them.
+    max_threads: usize,
     weights: ModelWeights<T>,
     trainable: Trainable,
     /// Per optimizer group, the gradients.
@@ -116,8 +118,6 @@ pub struct Trainer<T: 'static> {
     workspace: Vec<f32>,
     micro: Vec<MicroBatch>,
     step: u64,
-    /// The order a training step pages blocks in (when they are paged).
-    train_schedule: Vec<usize>,
 }
 
 impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
@@ -167,14 +167,35 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             model,
             kernels,
             pool,
+            max_threads: threads.max(1),
             weights,
             trainable,
             options,
             workspace: vec![0.0; len],
             micro: vec![MicroBatch::default(); options.grad_accum],
             step: 0,
-            train_schedule: model.block_schedule(true).collect(),
         })
+    }
+
+    /// Threads the next step runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Runs the next steps on `threads` threads (clamped to 1 ..= the threads the trainer was
+    /// made with, for which its workspace is sized); returns the count in use. The pool is
+    /// rebuilt only when the count changes. Results may differ in the last bits between
+    /// thread counts (per-thread partial sums are added in another grouping), not between
+    /// runs on the same counts.
+    ///
+    /// # Errors
+    /// Threads that cannot start.
+    pub fn set_threads(&mut self, threads: usize) -> Result<usize> {
+        let threads = threads.clamp(1, self.max_threads);
+        if threads != self.pool.threads() {
+            self.pool = ThreadPool::new(threads)?;
+        }
+        Ok(threads)
     }
 
     /// Optimizer steps taken.
@@ -245,11 +266,15 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
                 (weights, None) => model
                     .train_step(kernels, weights, adapters, grads, &batch, options, workspace, pool)
                     .map_err(|e| Error::Training { problem: e.to_string() })?,
-                (weights, Some(paged)) => paged.run(&self.train_schedule, |source| {
-                    model.train_step_paged(
-                        kernels, weights, source, adapters, grads, &batch, options, workspace, pool,
-                    )
-                })?,
+                (weights, Some(paged)) => {
+                    let schedule = paged.schedule(model, true, batch.batch * batch.seq);
+                    paged.run(&schedule, |source| {
+                        model.train_step_paged(
+                            kernels, weights, source, adapters, grads, &batch, options, workspace,
+                            pool,
+                        )
+                    })?
+                }
             };
             loss_sum += loss.loss as f64 * loss.valid_tokens as f64;
         }
@@ -337,7 +362,6 @@ pub fn evaluate_with<T: GemmRhs>(
     pool: &ThreadPool,
 ) -> Result<EvalReport> {
     let (mut sum, mut tokens) = (0.0f64, 0usize);
-    let eval_schedule: Vec<usize> = model.block_schedule(false).collect();
     for micro in eval_batches(examples, batch, pad_id) {
         let need = model.workspace_len(
             kernels,
@@ -355,9 +379,12 @@ pub fn evaluate_with<T: GemmRhs>(
             (weights, None) => model
                 .loss(kernels, weights, adapters, &batch, workspace, pool)
                 .map_err(|e| Error::Training { problem: e.to_string() })?,
-            (weights, Some(paged)) => paged.run(&eval_schedule, |source| {
-                model.loss_paged(kernels, weights, source, adapters, &batch, workspace, pool)
-            })?,
+            (weights, Some(paged)) => {
+                let schedule = paged.schedule(model, false, batch.batch * batch.seq);
+                paged.run(&schedule, |source| {
+                    model.loss_paged(kernels, weights, source, adapters, &batch, workspace, pool)
+                })?
+            }
         };
         sum += loss.loss as f64 * loss.valid_tokens as f64;
         tokens += loss.valid_tokens;
