@@ -43,8 +43,10 @@ by = {}
 for r in runs:
     by.setdefault(r["run"], []).append(r)
 def in_round(run, other):
-    base = {r["round"]: r["median_step_s"] for r in by.get(other, [])}
-    return [r["median_step_s"] / base[r["round"]] for r in by[run] if r["round"] in base]
+    # Ratios within a round, between runs of the same model only.
+    base = {(r["round"], r["model"]): r["median_step_s"] for r in by.get(other, [])}
+    return [r["median_step_s"] / base[(r["round"], r["model"])] for r in by[run]
+            if (r["round"], r["model"]) in base]
 def fmt(xs):
     return f"{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})" if xs else "—"
 for name, rs in by.items():

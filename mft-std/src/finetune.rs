@@ -260,12 +260,14 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     create_dir_all(&args.out)?;
     let checkpoint_dir = args.out.join(CHECKPOINT_DIR);
     let mut history = Vec::new();
+    let mut earlier_lines = String::new();
     if args.resume {
         let position = checkpoint::load(&checkpoint_dir, &mut trainer, mode)?;
         batcher
             .resume(position)
             .map_err(|e| Error::Resume { path: checkpoint_dir.clone(), problem: e.to_string() })?;
-        history = read_history(&args.out.join(METRICS_FILE), trainer.step_count())?;
+        (history, earlier_lines) =
+            read_history(&args.out.join(METRICS_FILE), trainer.step_count())?;
     }
     let log = |line: String| {
         if !args.quiet {
@@ -292,7 +294,7 @@ fn run<T: GemmRhs + Element + Send + Sync>(
             mapped as f64 / 1e6
         ));
     }
-    let mut metrics = MetricsLog::open(&args.out.join(METRICS_FILE), &history)?;
+    let mut metrics = MetricsLog::open(&args.out.join(METRICS_FILE), &earlier_lines)?;
     let eval_before = if trainer.step_count() == 0 && !dataset.eval.is_empty() {
         let e = trainer.evaluate(&dataset.eval, pad)?;
         log(format!(
@@ -551,23 +553,35 @@ fn copy_tokenizer_files(tokenizer: Option<&Path>, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The (step, loss) pairs of `metrics.jsonl` up to `step` (a resumed run continues the curve).
-fn read_history(path: &Path, step: u64) -> Result<Vec<(u64, f32)>> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+/// What a resumed run keeps of `metrics.jsonl`: the (step, loss) pairs up to `step` (the loss
+/// curve continues), and those lines verbatim with the evaluations up to `step` and the energy
+/// decisions before it. Lines of steps after the checkpoint (to be run again) are dropped.
+fn read_history(path: &Path, step: u64) -> Result<(Vec<(u64, f32)>, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok((Vec::new(), String::new())) };
     let mut history = Vec::new();
+    let mut kept = String::new();
     for line in text.lines() {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if value.get("kind").and_then(|k| k.as_str()) != Some("train") {
-            continue;
-        }
-        let (Some(s), Some(loss)) = (value["step"].as_u64(), value["loss"].as_f64()) else {
-            continue;
+        let Some(at) = value["step"].as_u64() else { continue };
+        let keep = match value["kind"].as_str() {
+            Some("train") => {
+                let Some(loss) = value["loss"].as_f64() else { continue };
+                if at <= step {
+                    history.push((at, loss as f32));
+                }
+                at <= step
+            }
+            Some("eval") => at <= step,
+            // A decision taken before step `at + 1`; the resumed run decides again at `step`.
+            Some("energy") => at < step,
+            _ => false,
         };
-        if s <= step {
-            history.push((s, loss as f32));
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
         }
     }
-    Ok(history)
+    Ok((history, kept))
 }
 
 /// `metrics.jsonl`: one line per step (`"kind": "train"`, with its threads and energy), per
@@ -578,16 +592,10 @@ struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Starts the file over with `history` (the lines of a resumed run's earlier steps).
-    fn open(path: &Path, history: &[(u64, f32)]) -> Result<MetricsLog> {
-        let mut text = String::new();
-        for (step, loss) in history {
-            text.push_str(
-                &serde_json::json!({"kind": "train", "step": step, "loss": loss}).to_string(),
-            );
-            text.push('\n');
-        }
-        write_atomic(path, text.as_bytes())?;
+    /// Starts the file over with `earlier` (the lines a resumed run keeps, see
+    /// [`read_history`]).
+    fn open(path: &Path, earlier: &str) -> Result<MetricsLog> {
+        write_atomic(path, earlier.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)

@@ -84,10 +84,14 @@ fn finetune_writes_an_adapter_that_eval_reads_and_resume_continues() {
     );
     assert_eq!(std::fs::read(out.join("adapter_model.safetensors")).unwrap(), adapter_before);
 
-    // --resume continues to step 9: three more train lines in metrics.jsonl.
+    // --resume continues to step 9: three more train lines in metrics.jsonl, after the earlier
+    // lines kept as they were.
+    let before = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let resumed = mft(&[&common[..], &["--steps", "9", "--resume", "--json"]].concat());
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.starts_with(&before), "earlier lines rewritten:\n{before}\n---\n{metrics}");
+    assert!(before.contains("\"grad_norm\""), "{before}");
     let steps: Vec<u64> = metrics
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -256,23 +260,17 @@ fn ctrl_c_saves_and_resume_finishes_the_same_run() {
 /// checkpoints every block and splits the batch into micro-batches of one, and trains exactly
 /// what the unconstrained run with those micro-batches trains; a byte less is refused in one
 /// line naming that smallest budget, before anything is written.
-#[test]
-fn mem_budget_pages_and_refuses_what_does_not_fit() {
-    use mft_std::budget::{MemBudget, StepShape, estimate, mib};
-    let dir = tempfile::tempdir().unwrap();
-    let data = ids_file(dir.path());
-    // Four blocks, so that two paging slots hold less than the blocks do.
+/// A four-block GPT-2 snapshot (two paging slots hold less than its blocks do) in `dir/model`,
+/// the model, and the LoRA layout of [`PAGED_LORA_ARGS`].
+fn paged_snapshot(dir: &Path) -> (PathBuf, mft_models::Model, mft_models::LoraLayout) {
     let mut config = mft_models::ModelConfig::gpt2_with(32, 4, 4);
     config.vocab = 96;
     config.max_positions = 32;
-    let snapshot = dir.path().join("model");
+    let snapshot = dir.join("model");
     let weights = mft_std::random::random_weights::<f32>(&config, 5);
     let params = mft_models::ParamLayout::new(&config);
     mft_std::export::export_hf_snapshot(&snapshot, &config, &params, weights.as_weights(), None)
         .unwrap();
-    let model = snapshot.display().to_string();
-    let data_s = data.display().to_string();
-    let lora_args = ["--lora-targets", "c_attn,c_proj", "--lora-r", "4", "--lora-dropout", "0"];
     let targets = mft_models::LoraTargets::from_module_names(config.family, ["c_attn", "c_proj"]);
     let lora = mft_models::LoraConfig {
         rank: 4,
@@ -282,8 +280,24 @@ fn mem_budget_pages_and_refuses_what_does_not_fit() {
         targets: targets.unwrap(),
     };
     let layout = mft_models::LoraLayout::new(&config, &lora);
+    (snapshot, mft_models::Model::new(config).unwrap(), layout)
+}
+
+/// The LoRA flags of runs on [`paged_snapshot`].
+const PAGED_LORA_ARGS: [&str; 6] =
+    ["--lora-targets", "c_attn,c_proj", "--lora-r", "4", "--lora-dropout", "0"];
+
+#[test]
+fn mem_budget_pages_and_refuses_what_does_not_fit() {
+    use mft_std::budget::{MemBudget, StepShape, estimate, mib};
+    let dir = tempfile::tempdir().unwrap();
+    let data = ids_file(dir.path());
+    let (snapshot, m, layout) = paged_snapshot(dir.path());
+    let config = *m.config();
+    let model = snapshot.display().to_string();
+    let data_s = data.display().to_string();
+    let lora_args = PAGED_LORA_ARGS;
     let shape = StepShape { batch: 4, seq: 16, threads: 1, tokenizer_bytes: 0, training: true };
-    let m = mft_models::Model::new(config).unwrap();
     let f32 = mft_core::DType::F32;
     let paging = mft_models::Paging::BlocksAndEmbeddings;
     let micro = StepShape { batch: 1, ..shape };
@@ -343,4 +357,86 @@ fn mem_budget_pages_and_refuses_what_does_not_fit() {
     assert!(said.contains(&smallest_text), "{said}");
     assert!(!refused_out.exists(), "nothing written");
     assert_eq!(MemBudget(smallest - 1).to_string(), mib(smallest - 1));
+}
+
+/// A paged run (`--mem-budget`, saving every step) killed with SIGKILL at arbitrary moments,
+/// during steps and checkpoint writes alike, always resumes from a readable checkpoint and
+/// ends with the adapter of a run that was never killed.
+#[test]
+fn a_paged_run_killed_mid_step_resumes_to_the_same_result() {
+    use mft_std::budget::{StepShape, estimate};
+    let dir = tempfile::tempdir().unwrap();
+    let data = ids_file(dir.path());
+    let (snapshot, m, layout) = paged_snapshot(dir.path());
+    let shape = StepShape { batch: 4, seq: 16, threads: 1, tokenizer_bytes: 0, training: true };
+    let paging = mft_models::Paging::BlocksAndEmbeddings;
+    let budget = estimate(&m, Some(&layout), mft_core::DType::F32, shape, 0, paging).total();
+    let steps = 60;
+    let args = |out: &Path| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "finetune",
+            "--model",
+            &snapshot.display().to_string(),
+            "--data",
+            &data.display().to_string(),
+            "--seq",
+            "16",
+            "--batch",
+            "4",
+            "--threads",
+            "1",
+            "--save-every",
+            "1",
+            "--eval-fraction",
+            "0",
+            "--quiet",
+            "--mem-budget",
+            &budget.to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--out",
+            &out.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(PAGED_LORA_ARGS.iter().map(|s| s.to_string()));
+        args
+    };
+    let out = dir.path().join("killed");
+    let state = out.join("checkpoint/trainer_state.json");
+    let mut last_step = 0;
+    for (kill, delay_us) in [(0, 300), (1, 1700), (2, 50), (3, 900)] {
+        let mut command = args(&out);
+        if kill > 0 {
+            command.push("--resume".into());
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mft")).args(&command).spawn().unwrap();
+        // Let it take a few steps past the last checkpoint, then kill it a little later.
+        let started = std::time::Instant::now();
+        let step_of = || -> u64 {
+            let Ok(text) = std::fs::read_to_string(&state) else { return 0 };
+            let state: serde_json::Value = serde_json::from_str(&text).expect("never corrupt");
+            state["step"].as_u64().unwrap()
+        };
+        while step_of() < last_step + 3 {
+            assert!(started.elapsed().as_secs() < 60, "no progress within 60 s");
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        last_step = step_of();
+        assert!(last_step < steps, "the run finished before it was killed");
+    }
+    let mut resume = args(&out);
+    resume.push("--resume".into());
+    let resumed = Command::new(env!("CARGO_BIN_EXE_mft")).args(&resume).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let straight_out = dir.path().join("straight");
+    let straight = Command::new(env!("CARGO_BIN_EXE_mft")).args(args(&straight_out)).output();
+    let straight = straight.unwrap();
+    assert!(straight.status.success(), "{}", stderr(&straight));
+    let adapter = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    assert!(adapter(&out) == adapter(&straight_out), "the killed run trained differently");
 }
