@@ -7,33 +7,15 @@
 //! there by the other tests, and this file runs in CI's host test phase.
 #![cfg(not(target_arch = "aarch64"))]
 
+mod run_mft;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mft-models/tests/fixtures/gpt2_full")
-}
+use run_mft::{fixture, ids_file, stderr};
 
 fn mft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mft")).args(args).output().expect("mft runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A JSONL file of `{"ids"}` lines the fixture's vocabulary (96) accepts.
-fn ids_file(dir: &Path) -> PathBuf {
-    let path = dir.join("ids.jsonl");
-    let lines: Vec<String> = (0..30)
-        .map(|i| {
-            let ids: Vec<String> =
-                (0..8 + i % 5).map(|t| ((i * 7 + t * 3) % 90 + 1).to_string()).collect();
-            format!("{{\"ids\": [{}]}}", ids.join(","))
-        })
-        .collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    path
 }
 
 #[test]

@@ -550,41 +550,26 @@ fn flags_override_the_policy_file_and_bad_values_are_named() {
     assert!(with_file("{").starts_with(&format!("{name}: invalid JSON")));
 }
 
+#[cfg(not(target_arch = "aarch64"))]
+mod run_mft;
+
 /// `mft finetune` end to end on the tiny GPT-2 fixture with a fake tree. Host-only, as
 /// tests/cli.rs (the aarch64 run executes tests under qemu, which cannot spawn the binary).
 #[cfg(not(target_arch = "aarch64"))]
 mod cli {
     use super::Tree;
-    use std::path::{Path, PathBuf};
-    use std::process::{Command, Output, Stdio};
+    use super::run_mft::{fixture, ids_file, stderr};
+    use std::path::Path;
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     fn mft() -> Command {
         Command::new(env!("CARGO_BIN_EXE_mft"))
     }
 
-    fn stderr(o: &Output) -> String {
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    /// A JSONL file of `{"ids"}` lines the fixture's vocabulary (96) accepts.
-    fn ids_file(dir: &Path) -> PathBuf {
-        let path = dir.join("ids.jsonl");
-        let lines: Vec<String> = (0..30)
-            .map(|i| {
-                let ids: Vec<String> =
-                    (0..8 + i % 5).map(|t| ((i * 7 + t * 3) % 90 + 1).to_string()).collect();
-                format!("{{\"ids\": [{}]}}", ids.join(","))
-            })
-            .collect();
-        std::fs::write(&path, lines.join("\n")).unwrap();
-        path
-    }
-
     /// `finetune` on the fixture into `out` for `steps`, reading `tree`, plus `extra` flags.
     fn args(dir: &Path, tree: &Tree, out: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
-        let model =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../mft-models/tests/fixtures/gpt2_full");
+        let model = fixture();
         let data = dir.join("ids.jsonl");
         if !data.exists() {
             ids_file(dir);
