@@ -125,8 +125,10 @@ impl<T: Element> PagedBlocks<T> {
         self.slots.iter().map(|s| s.len() * 8).sum()
     }
 
-    /// Pages read into a slot so far: every step reads each block once forward and, but for
-    /// the last, once backward, and each chunk of the head once when the embeddings are paged.
+    /// Pages read into a slot so far. A training step reads each block forward and backward
+    /// (the last block only once when it stays in its slot, with nothing paged between its
+    /// forward and its backward) and, when the embeddings are paged, each chunk of the head once
+    /// between them.
     pub fn reads(&self) -> usize {
         self.reads
     }
