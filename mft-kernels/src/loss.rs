@@ -17,9 +17,10 @@
 //! # Memory: vocabulary chunks
 //! The vocabulary is walked in chunks of `chunk` entries ([`LmHeadLoss::with_chunk`]; by default
 //! about 2²⁰ logits a chunk, 2048 entries at 512 tokens). Scratch holds one `tokens × chunk`
-//! block of logits, three floats per token and the GEMM's packing buffers, never more: at GPT-2
-//! shapes (512 tokens × 768 × 50257) that is 4.2 MB of logits plus about 2.1 MB of packing per
-//! thread ([`LmHeadLoss::scratch_len`] gives the exact figure).
+//! block of logits, three floats and one head row (the label's) per token and the GEMM's
+//! packing buffers, never more: at GPT-2 shapes (512 tokens × 768 × 50257) that is 4.2 MB of
+//! logits, 1.6 MB of label rows and about 2.1 MB of packing per thread
+//! ([`LmHeadLoss::scratch_len`] gives the exact figure).
 //!
 //! - [`Kernels::lm_head_loss_forward`]: per chunk, one GEMM (`logits = hidden·W_cᵀ`) and an
 //!   online log-sum-exp (running max and sum per token). Saves `lse` (`[tokens]`).
