@@ -48,7 +48,7 @@ mod sealed {
     impl Sealed for half::bf16 {}
 }
 
-/// A Rust type that can be a tensor element. Implemented for `f32`, [`f16`] and [`bf16`] only.
+/// A Rust type that can be a tensor element. Implemented for `f32`, [`struct@f16`] and [`struct@bf16`] only.
 pub trait Element: bytemuck::Pod + Default + PartialEq + fmt::Debug + sealed::Sealed {
     /// The tag of this type.
     const DTYPE: DType;

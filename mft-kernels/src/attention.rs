@@ -27,7 +27,7 @@
 //! the scores of a block that the masks cut are masked elementwise.
 //!
 //! Every product runs the crate's GEMM micro-kernel on packed operands
-//! ([`crate::gemm::packed`], on the task's thread), so that nothing is packed once per product:
+//! (`gemm::packed`, on the task's thread), so that nothing is packed once per product:
 //! `K` and `V` of a key/value head are packed once for all its heads and tiles, `Q` and `dO` once
 //! per tile, and the score-sized operands are never packed at all: the score product writes its
 //! tiles straight in the panel layout the next product reads, and the elementwise passes (mask,

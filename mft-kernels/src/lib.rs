@@ -6,7 +6,7 @@
 //! them this build can run on this CPU: without the `std` feature the choice is fixed at compile
 //! time from `cfg(target_feature)`; with it, the CPU is probed once and the answer cached.
 //!
-//! The crate holds GEMM ([`gemm`]), the vector primitives ([`vector`]) and every training
+//! The crate holds GEMM ([`mod@gemm`]), the vector primitives ([`vector`]) and every training
 //! primitive, forward and backward, as methods on [`Kernels`] (one module each): embeddings
 //! ([`embedding`]), LayerNorm and RMSNorm ([`norm`]), GELU/SiLU and the GeGLU/SwiGLU gates
 //! ([`activation`]), bias add and its gradient ([`bias`]), RoPE ([`rope`]), softmax

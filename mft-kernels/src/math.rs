@@ -1,6 +1,6 @@
 //! Elementary functions written to vectorize: branch-free, no libm calls, only arithmetic and
 //! bit operations that every SIMD ISA has. Used by the activations, softmax, attention and the
-//! fused loss, inside [`crate::vectorize::vectorized`] bodies.
+//! fused loss, inside `vectorize::vectorized!` bodies.
 //!
 //! Accuracy (checked in the tests against f64): [`exp`] within 2 ulp over its whole range,
 //! [`sigmoid`] and [`tanh`] within 3e-7 absolute.
@@ -59,7 +59,7 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
-/// Σ x[i], with [`LANES`] independent partial sums (so the loop vectorizes).
+/// Σ `x[i]`, with [`LANES`] independent partial sums (so the loop vectorizes).
 #[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -75,7 +75,7 @@ pub fn sum(x: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// Σ a[i]·b[i] over the shorter length, with [`LANES`] independent partial sums.
+/// Σ `a[i]·b[i]` over the shorter length, with [`LANES`] independent partial sums.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -94,7 +94,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// max x[i] (−∞ for an empty slice; NaN is ignored unless every element is NaN).
+/// max `x[i]` (−∞ for an empty slice; NaN is ignored unless every element is NaN).
 #[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];

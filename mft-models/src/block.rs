@@ -14,8 +14,8 @@
 //! out = x1 + m
 //! ```
 //!
-//! [`Saved`] holds what the backward reads; `a`, `b` and `g` are cheap to recompute from it and
-//! are not kept. [`Work`] is the scratch one block needs, reused by every block.
+//! `Saved` holds what the backward reads; `a`, `b` and `g` are cheap to recompute from it and
+//! are not kept. `Work` is the scratch one block needs, reused by every block.
 
 use mft_kernels::{AttentionGrads, AttentionInputs, AttentionShape, GemmRhs, Kernels, RmsNormForm};
 

@@ -211,7 +211,7 @@ struct EnergyFlagArgs {
 
 #[derive(Args)]
 struct EvalFlags {
-    /// Hugging Face snapshot directory (or random:<preset>).
+    /// Hugging Face snapshot directory (or random:PRESET).
     #[arg(long)]
     model: String,
     /// PEFT adapter directory.
@@ -268,7 +268,7 @@ struct GenerateFlags {
 
 #[derive(Args)]
 struct InspectFlags {
-    /// Hugging Face snapshot directory (or random:<preset>).
+    /// Hugging Face snapshot directory (or random:PRESET).
     model: String,
     /// The plan's mode: lora or full.
     #[arg(long, default_value = "lora")]
