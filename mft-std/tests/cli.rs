@@ -403,6 +403,9 @@ fn a_paged_run_killed_mid_step_resumes_to_the_same_result() {
         };
         while step_of() < last_step + 3 {
             assert!(started.elapsed().as_secs() < 60, "no progress within 60 s");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("run {kill} ended ({status}) after step {last_step} (its stderr is above)");
+            }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
         std::thread::sleep(std::time::Duration::from_micros(delay_us));

@@ -1,14 +1,18 @@
 //! Training checkpoints: everything a run needs to continue exactly where it stopped.
 //!
 //! A checkpoint is a directory with two files, each written atomically:
-//! - `trainer_state.safetensors`: the trainable tensors (`trainable.{group}`: the adapters, or
+//! - `tensors-step{N}.safetensors`: the trainable tensors (`trainable.{group}`: the adapters, or
 //!   the matrices and the vectors of full fine-tuning) and the optimizer state
-//!   (`optimizer.{group}.{i}`: AdamW's moments, SGD's momentum buffer), f32, bit-exact; its
-//!   metadata repeats the step.
-//! - `trainer_state.json`: the step, the data position, and the settings of the run.
+//!   (`optimizer.{group}.{i}`: AdamW's moments, SGD's momentum buffer) after step N, f32,
+//!   bit-exact; its metadata repeats the step.
+//! - `trainer_state.json`: the step, the data position, the settings of the run, and the name of
+//!   its tensors' file.
 //!
-//! The tensors are written first and the JSON last, and both carry the step: a crash between
-//! the two leaves a pair whose steps differ, which resuming refuses.
+//! A save writes the new step's tensors beside the old ones, then the JSON that names them
+//! (the commit point), and only then removes the old tensors. A process killed at any moment
+//! therefore leaves a JSON naming a complete tensors file of its own step: the last complete
+//! checkpoint, which resuming reads. (Checkpoints of earlier versions name no file and have
+//! their tensors in `trainer_state.safetensors`.)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +27,7 @@ use crate::data::BatchPosition;
 use crate::error::{Error, Result};
 use crate::fsio::{create_dir_all, write_atomic, write_atomic_with};
 
-/// The tensors' file in a checkpoint directory.
+/// The tensors' file of checkpoints that do not name theirs (made before the name was kept).
 pub const TENSORS_FILE: &str = "trainer_state.safetensors";
 /// The state's file in a checkpoint directory.
 pub const STATE_FILE: &str = "trainer_state.json";
@@ -39,6 +43,18 @@ pub struct TrainerState {
     pub options: TrainOptions,
     /// `"lora"` or `"full"`.
     pub mode: String,
+    /// The tensors' file, in the checkpoint directory.
+    #[serde(default = "legacy_tensors_file")]
+    pub tensors: String,
+}
+
+fn legacy_tensors_file() -> String {
+    TENSORS_FILE.into()
+}
+
+/// The tensors' file of the checkpoint after `step`.
+fn tensors_file(step: u64) -> String {
+    format!("tensors-step{step}.safetensors")
 }
 
 /// Writes `trainer`'s checkpoint into `dir` (created if missing), with the data at `position`.
@@ -74,14 +90,32 @@ pub fn save<T: GemmRhs + Element + Send + Sync>(
         })
         .collect();
     let metadata = HashMap::from([("step".to_string(), step.to_string())]);
-    let tensors_path = dir.join(TENSORS_FILE);
+    let tensors = tensors_file(step);
+    let tensors_path = dir.join(&tensors);
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|source| Error::Safetensors { path: tensors_path.clone(), source })?;
     write_atomic(&tensors_path, &bytes)?;
-    let state = TrainerState { step, data_position: position, options, mode: mode.into() };
+    let state = TrainerState { step, data_position: position, options, mode: mode.into(), tensors };
     write_atomic_with(&dir.join(STATE_FILE), |out| {
         serde_json::to_writer_pretty(&mut *out, &state).map_err(std::io::Error::other)
-    })
+    })?;
+    remove_other_tensors(dir, &state.tensors);
+    Ok(())
+}
+
+/// Removes the tensors' files of earlier checkpoints in `dir` (all but `current`). A file that
+/// cannot be removed is left: it is never read again.
+fn remove_other_tensors(dir: &Path, current: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let old = name == TENSORS_FILE
+            || (name.starts_with("tensors-step") && name.ends_with(".safetensors"));
+        if old && name != current {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Reads the checkpoint in `dir` into `trainer` (which must be set up as the saving run was:
@@ -118,7 +152,13 @@ pub fn load<T: GemmRhs + Element + Send + Sync>(
                 .into(),
         ));
     }
-    let tensors_path = dir.join(TENSORS_FILE);
+    let tensors = state.tensors.as_str();
+    if Path::new(tensors).file_name().and_then(|n| n.to_str()) != Some(tensors) {
+        return Err(refuse(format!(
+            "{STATE_FILE} names \"{tensors}\", not a file of the checkpoint"
+        )));
+    }
+    let tensors_path = dir.join(tensors);
     let bytes = std::fs::read(&tensors_path)
         .map_err(|source| Error::Io { path: tensors_path.clone(), source })?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
@@ -126,7 +166,7 @@ pub fn load<T: GemmRhs + Element + Send + Sync>(
     let tensor_step = meta.metadata().as_ref().and_then(|m| m.get("step")).cloned();
     if tensor_step != Some(state.step.to_string()) {
         return Err(refuse(format!(
-            "{TENSORS_FILE} is of step {}, {STATE_FILE} of step {} (interrupted while saving?)",
+            "{tensors} is of step {}, {STATE_FILE} of step {}",
             tensor_step.as_deref().unwrap_or("?"),
             state.step
         )));
@@ -134,11 +174,10 @@ pub fn load<T: GemmRhs + Element + Send + Sync>(
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|source| Error::Safetensors { path: tensors_path.clone(), source })?;
     let read = |name: &str, into: &mut [f32]| -> Result<()> {
-        let t =
-            st.tensor(name).map_err(|_| refuse(format!("{TENSORS_FILE} has no tensor {name}")))?;
+        let t = st.tensor(name).map_err(|_| refuse(format!("{tensors} has no tensor {name}")))?;
         if t.dtype() != Dtype::F32 || t.data().len() != 4 * into.len() {
             return Err(refuse(format!(
-                "{TENSORS_FILE}: tensor {name} holds {} bytes of {:?}, expected {} f32 values",
+                "{tensors}: tensor {name} holds {} bytes of {:?}, expected {} f32 values",
                 t.data().len(),
                 t.dtype(),
                 into.len()
