@@ -27,7 +27,7 @@ use crate::config::{Family, ModelConfig};
 use crate::error::{Error, Result};
 use crate::lora::LoraLayout;
 use crate::ops::{Adapters, Ctx, Gradients, Norm, NormKind};
-use crate::paged::{BlockSource, Page, Paging, SourceHead};
+use crate::paged::{BlockSource, Head, Page, Paging};
 use crate::params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
 
 /// One batch of token ids with their next-token targets.
@@ -428,9 +428,21 @@ impl Model {
         let final_norm = self.final_norm();
         final_norm.forward(&ctx, buf.x_final, buf.hidden, buf.mean, buf.rstd);
         let shape = LmHeadLoss::new(d.n, self.config.hidden, self.config.vocab);
-        let loss = match source.as_deref_mut().filter(|_| paging.covers(head)) {
-            Some(source) => {
-                let mut rows = SourceHead { source, last: Page::EmbeddingRows };
+        let loss = match grads.param(&self.layout, head) {
+            // A trained head (full fine-tuning) is in the weights (checked above).
+            Some(d_head) => kernels.lm_head_loss_forward_backward(
+                &shape,
+                buf.hidden,
+                weights.matrix(&self.layout, head),
+                batch.targets,
+                options.loss_weight,
+                buf.d_hidden,
+                Some(d_head),
+                buf.scratch,
+                parallel,
+            ),
+            None => {
+                let mut rows = self.head(weights, source.as_deref_mut());
                 kernels
                     .lm_head_loss_forward_backward_paged(
                         &shape,
@@ -442,19 +454,8 @@ impl Model {
                         buf.scratch,
                         parallel,
                     )
-                    .map_err(|()| Error::Paging { page: rows.last })?
+                    .map_err(|()| rows.error())?
             }
-            None => kernels.lm_head_loss_forward_backward(
-                &shape,
-                buf.hidden,
-                weights.matrix(&self.layout, head),
-                batch.targets,
-                options.loss_weight,
-                buf.d_hidden,
-                grads.param(&self.layout, head),
-                buf.scratch,
-                parallel,
-            ),
         };
         final_norm.backward(
             &ctx,
@@ -580,31 +581,30 @@ impl Model {
             parallel,
         )?;
         let shape = LmHeadLoss::new(b * t, self.config.hidden, self.config.vocab);
-        let head = self.head_param();
-        match source.filter(|s| Paging::of(Some(&**s)).covers(head)) {
-            Some(source) => {
-                let mut rows = SourceHead { source, last: Page::EmbeddingRows };
-                kernels
-                    .lm_head_loss_forward_paged(
-                        &shape,
-                        buf.hidden,
-                        &mut rows,
-                        batch.targets,
-                        buf.lse,
-                        buf.scratch,
-                        parallel,
-                    )
-                    .map_err(|()| Error::Paging { page: rows.last })
-            }
-            None => Ok(kernels.lm_head_loss_forward(
+        let mut rows = self.head(weights, source);
+        kernels
+            .lm_head_loss_forward_paged(
                 &shape,
                 buf.hidden,
-                weights.matrix(&self.layout, head),
+                &mut rows,
                 batch.targets,
                 buf.lse,
                 buf.scratch,
                 parallel,
-            )),
+            )
+            .map_err(|()| rows.error())
+    }
+
+    /// The head's rows: paged in from `source` when it pages the embeddings, else from
+    /// `weights`.
+    fn head<'a, 'd, T>(
+        &self,
+        weights: Weights<'a, T>,
+        source: Option<&'a mut (dyn BlockSource<T> + 'd)>,
+    ) -> Head<'a, 'd, T> {
+        match source.filter(|s| s.pages_embeddings()) {
+            Some(source) => Head::Paged { source, last: Page::EmbeddingRows },
+            None => Head::Resident(weights.matrix(&self.layout, self.head_param())),
         }
     }
 

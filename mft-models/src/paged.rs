@@ -110,16 +110,31 @@ impl Paging {
     }
 }
 
-/// A source's head as the fused loss reads it.
-pub(crate) struct SourceHead<'s, T> {
-    pub(crate) source: &'s mut dyn BlockSource<T>,
-    /// The rows last asked for, to name them when the source fails.
-    pub(crate) last: Page,
+/// The head's rows as the fused loss reads them: from the step's weights, or paged in from a
+/// source, which remembers the chunk last asked for, to name it when the source fails.
+pub(crate) enum Head<'a, 'd, T> {
+    Resident(&'a [T]),
+    Paged { source: &'a mut (dyn BlockSource<T> + 'd), last: Page },
 }
 
-impl<T> mft_kernels::HeadRows<T> for SourceHead<'_, T> {
+impl<T> Head<'_, '_, T> {
+    /// The error of a failed read.
+    pub(crate) fn error(&self) -> crate::Error {
+        match self {
+            Head::Paged { last, .. } => crate::Error::Paging { page: *last },
+            Head::Resident(_) => unreachable!("rows in memory are always there"),
+        }
+    }
+}
+
+impl<T> mft_kernels::HeadRows<T> for Head<'_, '_, T> {
     fn rows(&mut self, first: usize, rows: usize, hidden: usize) -> Result<&[T], ()> {
-        self.last = Page::Head { first, rows };
-        self.source.head_rows(first, rows, hidden)
+        match self {
+            Head::Resident(weight) => weight.rows(first, rows, hidden),
+            Head::Paged { source, last } => {
+                *last = Page::Head { first, rows };
+                source.head_rows(first, rows, hidden)
+            }
+        }
     }
 }
