@@ -12,7 +12,7 @@ mod run_mft;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use run_mft::{fixture, ids_file, stderr};
+use run_mft::{finetune_args, fixture, ids_file, stderr};
 
 fn mft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mft")).args(args).output().expect("mft runs")
@@ -354,36 +354,14 @@ fn a_paged_run_killed_mid_step_resumes_to_the_same_result() {
     let paging = mft_models::Paging::BlocksAndEmbeddings;
     let budget = estimate(&m, Some(&layout), mft_core::DType::F32, shape, 0, paging).total();
     let steps = 60;
+    let (budget, steps_text) = (budget.to_string(), steps.to_string());
     let args = |out: &Path| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "finetune",
-            "--model",
-            &snapshot.display().to_string(),
-            "--data",
-            &data.display().to_string(),
-            "--seq",
-            "16",
-            "--batch",
-            "4",
-            "--threads",
-            "1",
-            "--save-every",
-            "1",
-            "--eval-fraction",
-            "0",
-            "--quiet",
-            "--mem-budget",
-            &budget.to_string(),
-            "--steps",
-            &steps.to_string(),
-            "--out",
-            &out.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(PAGED_LORA_ARGS.iter().map(|s| s.to_string()));
-        args
+        let flags = [
+            &["--batch", "4", "--save-every", "1", "--eval-fraction", "0", "--quiet"][..],
+            &["--mem-budget", &budget, "--steps", &steps_text],
+            &PAGED_LORA_ARGS,
+        ];
+        finetune_args(&snapshot, &data, out, &flags.concat())
     };
     let out = dir.path().join("killed");
     let state = out.join("checkpoint/trainer_state.json");

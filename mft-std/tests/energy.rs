@@ -558,7 +558,7 @@ mod run_mft;
 #[cfg(not(target_arch = "aarch64"))]
 mod cli {
     use super::Tree;
-    use super::run_mft::{fixture, ids_file, stderr};
+    use super::run_mft::{finetune_args, fixture, ids_file, stderr};
     use std::path::Path;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -569,35 +569,13 @@ mod cli {
 
     /// `finetune` on the fixture into `out` for `steps`, reading `tree`, plus `extra` flags.
     fn args(dir: &Path, tree: &Tree, out: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
-        let model = fixture();
         let data = dir.join("ids.jsonl");
         if !data.exists() {
             ids_file(dir);
         }
-        let mut args: Vec<String> = [
-            "finetune",
-            "--model",
-            &model.display().to_string(),
-            "--data",
-            &data.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--seq",
-            "16",
-            "--lr",
-            "0.01",
-            "--threads",
-            "1",
-            "--steps",
-            &steps.to_string(),
-            "--power-root",
-            &tree.root().display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        let (steps, root) = (steps.to_string(), tree.root().display().to_string());
+        let flags = [&["--lr", "0.01", "--steps", &steps, "--power-root", &root][..], extra];
+        finetune_args(&fixture(), &data, out, &flags.concat())
     }
 
     fn lines(out: &Path, kind: &str) -> Vec<serde_json::Value> {

@@ -14,6 +14,18 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `finetune --model MODEL --data DATA --out OUT --seq 16 --threads 1`, then `flags`.
+pub fn finetune_args(model: &Path, data: &Path, out: &Path, flags: &[&str]) -> Vec<String> {
+    let paths = [("--model", model), ("--data", data), ("--out", out)];
+    let mut args = vec!["finetune".to_string()];
+    for (flag, path) in paths {
+        args.extend([flag.to_string(), path.display().to_string()]);
+    }
+    let fixed = ["--seq", "16", "--threads", "1"];
+    args.extend(fixed.iter().chain(flags).map(|s| s.to_string()));
+    args
+}
+
 /// Writes `dir/ids.jsonl`: 30 `{"ids"}` lines of 8 to 12 ids the fixture's vocabulary accepts.
 pub fn ids_file(dir: &Path) -> PathBuf {
     let path = dir.join("ids.jsonl");
