@@ -304,21 +304,36 @@ impl Kernels {
         parallel: &dyn Parallel,
     ) -> f32 {
         let norm = self.grad_norm(grads, parallel);
-        let coefficient = max_norm / (norm + CLIP_EPS);
-        if coefficient < 1.0 {
+        if let Some(coefficient) = Kernels::clip_coefficient(norm, max_norm) {
             for grad in grads.iter_mut() {
-                let shared = SharedSlice::new(grad.as_mut());
-                for_each_range(parallel, shared.len(), MIN_ELEMENTS_PER_TASK, |range| {
-                    // SAFETY: the ranges of one run are disjoint.
-                    let g = unsafe { shared.part(range) };
-                    crate::vectorize::vectorized!(
-                        self.isa(),
-                        g.iter_mut().for_each(|x| *x *= coefficient),
-                    );
-                });
+                self.scale(grad.as_mut(), coefficient, parallel);
             }
         }
         norm
+    }
+
+    /// The factor [`Kernels::clip_grad_norm`] multiplies gradients of norm `norm` by, or
+    /// `None` when it leaves them as they are.
+    pub fn clip_coefficient(norm: f32, max_norm: f32) -> Option<f32> {
+        let coefficient = max_norm / (norm + CLIP_EPS);
+        (coefficient < 1.0).then_some(coefficient)
+    }
+
+    /// `x *= factor`, element by element (each product the same however `x` is split).
+    pub fn scale(&self, x: &mut [f32], factor: f32, parallel: &dyn Parallel) {
+        let shared = SharedSlice::new(x);
+        for_each_range(parallel, shared.len(), MIN_ELEMENTS_PER_TASK, |range| {
+            // SAFETY: the ranges of one run are disjoint.
+            let x = unsafe { shared.part(range) };
+            crate::vectorize::vectorized!(self.isa(), x.iter_mut().for_each(|v| *v *= factor),);
+        });
+    }
+
+    /// Σ x² of one tensor, in f64: its term of a squared gradient norm. The value depends
+    /// only on `x` and `parallel.threads()`, so a tensor's term is the same whether its
+    /// gradient is held with the others or paged in alone.
+    pub fn sum_of_squares_of(&self, x: &[f32], parallel: &dyn Parallel) -> f64 {
+        self.sum_of_squares(&[x], parallel)
     }
 
     /// Σ g² over all of `grads`, in f64: the slices are seen as one index space split into

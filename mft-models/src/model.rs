@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::lora::LoraLayout;
 use crate::ops::{Adapters, Ctx, Gradients, Norm, NormKind};
 use crate::paged::{BlockSource, Head, Page, Paging};
-use crate::params::{GlobalParam, LayerParam, Matrices, Param, ParamLayout, Weights};
+use crate::params::{GlobalParam, LAYER_PARAMS, LayerParam, Matrices, Param, ParamLayout, Weights};
 
 /// One batch of token ids with their next-token targets.
 #[derive(Debug, Clone, Copy)]
@@ -331,7 +331,9 @@ impl Model {
     /// [`Model::train_step`] with the blocks' frozen matrices (and, when the source pages
     /// them, the embedding's and the head's) paged in from `source`, in the order of
     /// [`Model::page_schedule`]`(true, …)`; `weights` supplies the rest (a table whose paged
-    /// entries are not read). Full fine-tuning is not paged this way (its gradients would be).
+    /// entries are not read). For full fine-tuning the source must keep the blocks' matrix
+    /// gradients ([`BlockSource::pages_gradients`]) and `grads` hold only the global matrices'
+    /// ([`ParamLayout::global_matrix_len`]) and the vectors'.
     ///
     /// # Errors
     /// As [`Model::train_step`]; [`Error::Paging`] when `source` fails; a block matrix of the
@@ -397,6 +399,23 @@ impl Model {
         let d_head = grads.param(&self.layout, head);
         if paging.covers(head) && d_head.is_some() {
             return Err(Error::Unsupported { what: "a trained head with paged embeddings" });
+        }
+        if let Gradients::Full { matrices, .. } = &grads
+            && paging != Paging::Off
+        {
+            if !source.as_deref().is_some_and(|s| s.pages_gradients()) {
+                return Err(Error::Unsupported {
+                    what: "full fine-tuning of paged blocks from a source that keeps no gradients",
+                });
+            }
+            let expected = self.layout.global_matrix_len();
+            if matrices.len() != expected {
+                return Err(Error::BufferSize {
+                    buffer: "grads.matrices (the global matrices' gradients)",
+                    expected,
+                    actual: matrices.len(),
+                });
+            }
         }
         let lora = adapters.map(|a| a.layout);
         let purpose = Purpose::Train { checkpointed_blocks: options.checkpointed_blocks };
@@ -877,7 +896,7 @@ impl Model {
             } else {
                 (Saved::carve(&mut Carver::new(&mut buf.saved[this]), d), None)
             };
-            self.in_block(ctx, source, layer, |ctx| {
+            self.in_block_backward(ctx, source, grads, layer, |ctx, grads| {
                 if let Some(out) = recompute {
                     block::forward(
                         ctx,
@@ -922,6 +941,55 @@ impl Model {
             return Ok(());
         };
         let block = source.block(layer).map_err(|()| Error::Paging { page: Page::Block(layer) })?;
+        self.check_block(&block, layer)?;
+        let base = ctx.weights.matrices;
+        let weights = Weights {
+            matrices: Matrices::Block { layer, block: &block, base: &base },
+            vectors: ctx.weights.vectors,
+        };
+        run(&Ctx { weights, ..*ctx });
+        Ok(())
+    }
+
+    /// [`Model::in_block`] for a block's backward: when `source` keeps the blocks' gradients
+    /// (and they are full), the block's matrix gradients come from it too.
+    fn in_block_backward<T>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        source: &mut Option<&mut dyn BlockSource<T>>,
+        grads: &mut Gradients<'_>,
+        layer: usize,
+        run: impl FnOnce(&Ctx<'_, T>, &mut Gradients<'_>),
+    ) -> Result<()> {
+        let paged = source.as_deref().is_some_and(|s| s.pages_gradients());
+        let (true, Gradients::Full { matrices, vectors }) = (paged, &mut *grads) else {
+            return self.in_block(ctx, source, layer, |ctx| run(ctx, grads));
+        };
+        let source = source.as_deref_mut().expect("a source keeps the gradients");
+        let (block, block_grads) = source
+            .block_with_gradients(layer)
+            .map_err(|()| Error::Paging { page: Page::Block(layer) })?;
+        self.check_block(&block, layer)?;
+        let expected = self.layout.block_matrices(layer).len();
+        if block_grads.len() != expected {
+            return Err(Error::BufferSize {
+                buffer: "a paged block's gradients",
+                expected,
+                actual: block_grads.len(),
+            });
+        }
+        let mut grads = Gradients::Block { globals: matrices, layer, block: block_grads, vectors };
+        let base = ctx.weights.matrices;
+        let weights = Weights {
+            matrices: Matrices::Block { layer, block: &block, base: &base },
+            vectors: ctx.weights.vectors,
+        };
+        run(&Ctx { weights, ..*ctx }, &mut grads);
+        Ok(())
+    }
+
+    /// Checks a paged block's matrices against the layout.
+    fn check_block<T>(&self, block: &[&[T]; LAYER_PARAMS], layer: usize) -> Result<()> {
         for p in LayerParam::ALL {
             let Some(slot) = self.layout.slot(Param::Layer(layer, p)).filter(|s| s.matrix) else {
                 continue;
@@ -934,12 +1002,6 @@ impl Model {
                 });
             }
         }
-        let base = ctx.weights.matrices;
-        let weights = Weights {
-            matrices: Matrices::Block { layer, block: &block, base: &base },
-            vectors: ctx.weights.vectors,
-        };
-        run(&Ctx { weights, ..*ctx });
         Ok(())
     }
 }

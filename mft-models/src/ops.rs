@@ -32,15 +32,42 @@ pub enum Gradients<'g> {
     },
     /// LoRA: gradients of the adapters only, in the [`LoraLayout`] buffer (`+=`).
     Lora(&'g mut [f32]),
+    /// Full fine-tuning while block `layer` of a step whose blocks' gradients are paged runs:
+    /// `globals` holds the global matrices' gradients (the matrix store's part before the
+    /// blocks), `block` the block's matrix gradients ([`ParamLayout::block_matrices`]), and
+    /// `vectors` the whole vector store's.
+    Block {
+        /// Gradients of the global matrices.
+        globals: &'g mut [f32],
+        /// The block.
+        layer: usize,
+        /// Gradients of its matrices.
+        block: &'g mut [f32],
+        /// Gradients of the vector store.
+        vectors: &'g mut [f32],
+    },
 }
 
 impl Gradients<'_> {
     /// The gradient of a full-fine-tuning parameter, if gradients are full.
     pub(crate) fn param(&mut self, layout: &ParamLayout, param: Param) -> Option<&mut [f32]> {
-        let Gradients::Full { matrices, vectors } = self else { return None };
         let slot = layout.slot(param)?;
-        let store = if slot.matrix { matrices } else { vectors };
-        Some(&mut store[slot.range()])
+        match self {
+            Gradients::Full { matrices, vectors } => {
+                let store = if slot.matrix { matrices } else { vectors };
+                Some(&mut store[slot.range()])
+            }
+            Gradients::Block { globals, layer, block, vectors } => match param {
+                _ if !slot.matrix => Some(&mut vectors[slot.range()]),
+                Param::Global(_) => Some(&mut globals[slot.range()]),
+                Param::Layer(l, _) => {
+                    assert_eq!(l, *layer, "gradients of block {l} asked while block {layer} runs");
+                    let start = slot.offset - layout.block_matrices(l).start;
+                    Some(&mut block[start..start + slot.len])
+                }
+            },
+            Gradients::Lora(_) => None,
+        }
     }
 
     /// The gradients of two distinct vector parameters at once (a norm's weight and bias).
@@ -50,7 +77,9 @@ impl Gradients<'_> {
         first: Param,
         second: Param,
     ) -> Option<(&mut [f32], &mut [f32])> {
-        let Gradients::Full { vectors, .. } = self else { return None };
+        let (Gradients::Full { vectors, .. } | Gradients::Block { vectors, .. }) = self else {
+            return None;
+        };
         let (a, b) = (layout.slot(first)?.range(), layout.slot(second)?.range());
         assert!(a.end <= b.start, "parameters are taken in store order");
         let (head, tail) = vectors.split_at_mut(b.start);
@@ -73,7 +102,7 @@ impl Gradients<'_> {
 
     /// Whether the base model's parameters are trained.
     pub(crate) fn is_full(&self) -> bool {
-        matches!(self, Gradients::Full { .. })
+        matches!(self, Gradients::Full { .. } | Gradients::Block { .. })
     }
 }
 

@@ -68,6 +68,30 @@ pub trait BlockSource<T> {
     #[allow(clippy::result_unit_err)] // The reason stays with the (std) source.
     fn block(&mut self, layer: usize) -> Result<[&[T]; LAYER_PARAMS], ()>;
 
+    /// Whether this source also keeps the blocks' matrix gradients (full fine-tuning with
+    /// paged blocks): a training step then asks for each block's backward through
+    /// [`BlockSource::block_with_gradients`] instead of [`BlockSource::block`].
+    fn pages_gradients(&self) -> bool {
+        false
+    }
+
+    /// Block `layer`'s matrices, as [`BlockSource::block`] gives them, and the gradient of its
+    /// matrices ([`crate::ParamLayout::block_matrices`]`(layer)` long) for the backward to
+    /// accumulate into: zero, or what the optimizer step's earlier micro-batches left in it.
+    /// The source takes the gradient back (to keep it) at its next call or when the step ends.
+    /// Only called when [`BlockSource::pages_gradients`].
+    ///
+    /// # Errors
+    /// As [`BlockSource::block`].
+    #[allow(clippy::result_unit_err, clippy::type_complexity)] // as `block`
+    fn block_with_gradients(
+        &mut self,
+        layer: usize,
+    ) -> Result<([&[T]; LAYER_PARAMS], &mut [f32]), ()> {
+        let _ = layer;
+        Err(())
+    }
+
     /// Whether the token embedding and the head come from this source too (through
     /// [`BlockSource::head_rows`] and [`BlockSource::embedding_rows`]); by default they are in
     /// the step's weights.

@@ -421,6 +421,18 @@ impl ParamLayout {
         }
     }
 
+    /// Elements of the matrix store before the first block: the global matrices (embeddings,
+    /// an untied head).
+    pub fn global_matrix_len(&self) -> usize {
+        self.block_base.0
+    }
+
+    /// Where block `layer`'s matrices are in the matrix store (they are contiguous).
+    pub fn block_matrices(&self, layer: usize) -> core::ops::Range<usize> {
+        let start = self.block_base.0 + layer * self.block_stride.0;
+        start..start + self.block_stride.0
+    }
+
     /// Every parameter the model has, globals first, then block by block (the store order).
     pub fn params(&self) -> impl Iterator<Item = Param> + '_ {
         let globals = GlobalParam::ALL
@@ -558,7 +570,12 @@ impl<'a, T> Weights<'a, T> {
     ) -> Option<(&'static str, usize, usize)> {
         match self.matrices {
             Matrices::Block { .. } => return Some(("weights.matrices (one block's)", 0, 0)),
-            Matrices::Store(store) if store.len() != layout.matrix_len() => {
+            // With paged blocks, a store may hold just the global matrices.
+            Matrices::Store(store)
+                if store.len() != layout.matrix_len()
+                    && !(paging == crate::Paging::Blocks
+                        && store.len() == layout.global_matrix_len()) =>
+            {
                 return Some(("weights.matrices", layout.matrix_len(), store.len()));
             }
             Matrices::Store(_) => {}

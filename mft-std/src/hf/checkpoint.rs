@@ -18,7 +18,7 @@
 //! Gemma 3's vision tower and projector. Any other tensor is refused: it means the config does
 //! not describe the weights.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,6 +139,67 @@ impl<T: Element> ModelWeights<T> {
         Ok(store)
     }
 
+    /// These weights with their blocks' matrices paged in by `paged` (whose paging the matrix
+    /// storage must match).
+    pub(crate) fn with_paged(mut self, paged: PagedBlocks<T>) -> ModelWeights<T> {
+        self.paged = Some(Box::new(paged));
+        self
+    }
+
+    /// Block `layer`'s matrices (its part of the matrix store,
+    /// [`ParamLayout::block_matrices`]) into `out`, from wherever they are.
+    ///
+    /// # Errors
+    /// Paged matrices that cannot be read.
+    pub(crate) fn read_block(&self, layout: &ParamLayout, layer: usize, out: &mut [T]) -> Result<()> {
+        let range = layout.block_matrices(layer);
+        match (&self.matrices, &self.paged) {
+            (MatrixStorage::Store(store), _) if store.len() == layout.matrix_len() => {
+                out.copy_from_slice(&store[range]);
+            }
+            (_, Some(paged)) => paged.read_block_into(layout, layer, out)?,
+            (MatrixStorage::Table(table), None) => {
+                for param in layout.params().filter(|p| matches!(p, Param::Layer(l, _) if *l == layer)) {
+                    let slot = layout.slot(param).expect("params() lists the layout's parameters");
+                    if slot.matrix {
+                        let at = slot.offset - range.start;
+                        out[at..at + slot.len]
+                            .copy_from_slice(table.entries[layout.table_index(param)]);
+                    }
+                }
+            }
+            (MatrixStorage::Store(_), None) => unreachable!("a partial store has paged blocks"),
+        }
+        Ok(())
+    }
+
+    /// The global matrices (the matrix store before the first block), copied.
+    ///
+    /// # Errors
+    /// [`Error::Training`] when they are paged (full fine-tuning pages only the blocks).
+    pub(crate) fn read_globals(&self, layout: &ParamLayout) -> Result<Vec<T>> {
+        let len = layout.global_matrix_len();
+        if self.paged.as_ref().is_some_and(|p| p.paging() != Paging::Blocks) {
+            return Err(Error::Training {
+                problem: "full fine-tuning pages the blocks only, not the embeddings".into(),
+            });
+        }
+        match &self.matrices {
+            MatrixStorage::Store(store) => Ok(store[..len].to_vec()),
+            MatrixStorage::Table(table) => {
+                let mut globals = vec![T::default(); len];
+                for param in layout.params().filter(|p| matches!(p, Param::Global(_))) {
+                    let slot = layout.slot(param).expect("params() lists the layout's parameters");
+                    if slot.matrix {
+                        globals[slot.range()]
+                            .copy_from_slice(table.entries[layout.table_index(param)]);
+                    }
+                }
+                Ok(globals)
+            }
+        }
+    }
+
     /// The blocks' matrices paged in per block, when they are.
     pub fn paged(&self) -> Option<&PagedBlocks<T>> {
         self.paged.as_deref()
@@ -234,38 +295,10 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index)
         .map_err(|source| Error::Io { path: index.to_path_buf(), source })?;
-    let json: Value = serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: index.to_path_buf(),
-        line: source.line(),
-        column: source.column(),
-        source,
-    })?;
-    let field = |problem: &str| Error::Config {
-        path: index.to_path_buf(),
-        field: "weight_map".into(),
-        problem: problem.into(),
-    };
-    let map = json
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| field("missing, or not an object of tensor names to file names"))?;
-    let mut by_file: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| field(&format!("{tensor}: not a file name")))?;
-        let plain = Path::new(file).file_name().is_some_and(|name| name == file);
-        if !plain || !file.ends_with(".safetensors") {
-            return Err(field(&format!(
-                "{tensor}: \"{file}\" is not a .safetensors file name in the index's directory"
-            )));
-        }
-        by_file.entry(file).or_default().push(tensor);
-    }
-    if by_file.is_empty() {
-        return Err(field("names no tensors"));
-    }
+    let by_file = parse_index(&text, index)?;
     let mut files = Vec::with_capacity(by_file.len());
     for (file, tensors) in by_file {
-        let path = dir.join(file);
+        let path = dir.join(&file);
         if !path.is_file() {
             return Err(Error::Checkpoint {
                 path: index.to_path_buf(),
@@ -284,6 +317,49 @@ fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
         files.push(path);
     }
     Ok(files)
+}
+
+/// The `weight_map` of the text of a `model.safetensors.index.json`: each file it names (a
+/// plain `.safetensors` file name, in name order) with the tensors it puts there. `index` is
+/// the file the text came from, named in errors.
+///
+/// # Errors
+/// Text that is not JSON, a missing or malformed `weight_map`, a file name that is not a
+/// `.safetensors` file of the index's directory, or no tensors at all.
+pub fn parse_index(
+    text: &str,
+    index: &Path,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let json: Value = serde_json::from_str(text).map_err(|source| Error::Json {
+        path: index.to_path_buf(),
+        line: source.line(),
+        column: source.column(),
+        source,
+    })?;
+    let field = |problem: &str| Error::Config {
+        path: index.to_path_buf(),
+        field: "weight_map".into(),
+        problem: problem.into(),
+    };
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| field("missing, or not an object of tensor names to file names"))?;
+    let mut by_file: BTreeMap<String, Vec<String>> = Default::default();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| field(&format!("{tensor}: not a file name")))?;
+        let plain = Path::new(file).file_name().is_some_and(|name| name == file);
+        if !plain || !file.ends_with(".safetensors") {
+            return Err(field(&format!(
+                "{tensor}: \"{file}\" is not a .safetensors file name in the index's directory"
+            )));
+        }
+        by_file.entry(file.to_string()).or_default().push(tensor.clone());
+    }
+    if by_file.is_empty() {
+        return Err(field("names no tensors"));
+    }
+    Ok(by_file)
 }
 
 /// `(index, count)` of a shard's file name `model-00002-of-00003.safetensors`.
@@ -518,7 +594,17 @@ fn skipped_tensor(name: &str, family: Family, tied_head: bool) -> bool {
 /// (`A` `[r, in]`, `B` `[out, r]`); the result is the flat LoRA buffer.
 pub fn load_adapters(path: &Path, layout: &LoraLayout) -> Result<Vec<f32>> {
     let map = map_file(path)?;
-    let file = SafeTensors::deserialize(&map)
+    parse_adapters(&map, path, layout)
+}
+
+/// [`load_adapters`] on the bytes of an adapter_model.safetensors; `path` is the file they
+/// came from, named in errors.
+///
+/// # Errors
+/// Bytes that are no valid safetensors file; a missing adapter tensor, or one of the wrong
+/// shape or dtype.
+pub fn parse_adapters(bytes: &[u8], path: &Path, layout: &LoraLayout) -> Result<Vec<f32>> {
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|source| Error::Safetensors { path: path.to_path_buf(), source })?;
     let rank = layout.config().rank;
     let mut buffer = vec![0.0f32; layout.len()];

@@ -29,6 +29,7 @@ use mft_models::{
 use crate::data::{Batcher, Example, MicroBatch, eval_batches};
 use crate::error::{Error, Result};
 use crate::hf::ModelWeights;
+use crate::paging::full::{FullPaging, full_grad_norm};
 use crate::pool::ThreadPool;
 
 pub use optimizer::{Group, Optimizer, OptimizerConfig, OptimizerKind};
@@ -118,6 +119,10 @@ pub struct Trainer<T: 'static> {
     workspace: Vec<f32>,
     micro: Vec<MicroBatch>,
     step: u64,
+    /// Full fine-tuning with paged blocks: the state kept in the scratch file (the weights then
+    /// hold the global matrices, the vectors and the paged blocks; `grads` the globals' and the
+    /// vectors'; the optimizer the vectors' state).
+    full_paging: Option<FullPaging>,
 }
 
 impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
@@ -133,6 +138,18 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         options: TrainOptions,
         threads: usize,
     ) -> Result<Trainer<T>> {
+        Trainer::<T>::check(&model, &trainable, &options)?;
+        let group_lens = group_lens(&model, &trainable);
+        let mut weights = weights;
+        if matches!(trainable, Trainable::Full) {
+            // Trained weights need one writable store (not the mapped checkpoint files).
+            weights.stores_mut(model.layout());
+        }
+        Trainer::assemble(model, weights, trainable, options, threads, &group_lens, &group_lens, None)
+    }
+
+    /// Refuses settings the trainer cannot run.
+    fn check(model: &Model, trainable: &Trainable, options: &TrainOptions) -> Result<()> {
         let invalid = |problem: String| Error::Training { problem };
         if matches!(trainable, Trainable::Full) && T::DTYPE != DType::F32 {
             return Err(invalid(format!(
@@ -144,6 +161,22 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         if options.batch == 0 || options.grad_accum == 0 {
             return Err(invalid("--batch and --grad-accum must be at least 1".into()));
         }
+        Ok(())
+    }
+
+    /// A trainer at step 0 with gradients of `grad_lens` and optimizer state of `state_lens`
+    /// per group.
+    #[allow(clippy::too_many_arguments)] // the parts of a trainer
+    fn assemble(
+        model: Model,
+        weights: ModelWeights<T>,
+        trainable: Trainable,
+        options: TrainOptions,
+        threads: usize,
+        grad_lens: &[usize],
+        state_lens: &[usize],
+        full_paging: Option<FullPaging>,
+    ) -> Result<Trainer<T>> {
         let kernels = Kernels::best();
         let pool = ThreadPool::new(threads)?;
         let lora = match &trainable {
@@ -155,15 +188,9 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         let len = model
             .workspace_len(&kernels, lora, b, t, train, threads)
             .max(model.workspace_len(&kernels, lora, b, t, Purpose::Logits, threads));
-        let group_lens = group_lens(&model, &trainable);
-        let mut weights = weights;
-        if matches!(trainable, Trainable::Full) {
-            // Trained weights need one writable store (not the mapped checkpoint files).
-            weights.stores_mut(model.layout());
-        }
         Ok(Trainer {
-            grads: group_lens.iter().map(|&n| vec![0.0; n]).collect(),
-            optimizer: Optimizer::new(options.optimizer, &group_lens),
+            grads: grad_lens.iter().map(|&n| vec![0.0; n]).collect(),
+            optimizer: Optimizer::new(options.optimizer, state_lens),
             model,
             kernels,
             pool,
@@ -174,6 +201,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             workspace: vec![0.0; len],
             micro: vec![MicroBatch::default(); options.grad_accum],
             step: 0,
+            full_paging,
         })
     }
 
@@ -241,7 +269,11 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         let scored: usize = self.micro.iter().map(|m| m.scored_tokens).sum();
         let tokens: usize = self.micro.iter().map(|m| m.batch * m.seq).sum();
         self.grads.iter_mut().for_each(|g| g.fill(0.0));
+        if let Some(pages) = self.weights.for_step().1.and_then(|p| p.gradients_mut()) {
+            pages.begin_step();
+        }
         let mut loss_sum = 0.0f64;
+        let mut grads_stored = false;
         let step = self.step;
         for (i, micro) in self.micro.iter().enumerate() {
             if micro.scored_tokens == 0 {
@@ -268,7 +300,10 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
                     .map_err(|e| Error::Training { problem: e.to_string() })?,
                 (weights, Some(paged)) => {
                     let schedule = paged.schedule(model, true, batch.batch * batch.seq);
-                    paged.run(&schedule, |source| {
+                    if let Some(pages) = paged.gradients_mut() {
+                        pages.accumulate = grads_stored;
+                    }
+                    paged.run_with(&schedule, pool, |source| {
                         model.train_step_paged(
                             kernels, weights, source, adapters, grads, &batch, options, workspace,
                             pool,
@@ -276,13 +311,25 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
                     })?
                 }
             };
+            grads_stored = true;
             loss_sum += loss.loss as f64 * loss.valid_tokens as f64;
         }
-        let grad_norm = if self.options.max_grad_norm > 0.0 {
-            self.kernels.clip_grad_norm(&mut self.grads, self.options.max_grad_norm, &self.pool)
-        } else {
-            self.kernels.grad_norm(&self.grads, &self.pool)
+        let grad_norm = match &self.trainable {
+            // Tensor by tensor, so that paged gradients give the same norm (see
+            // `crate::paging::full`).
+            Trainable::Full => full_grad_norm(
+                self.model.layout(),
+                &self.kernels,
+                &self.pool,
+                &self.grads[0],
+                &self.grads[1],
+                self.weights.paged().and_then(|p| p.gradients()),
+            ),
+            Trainable::Lora { .. } => self.kernels.grad_norm(&self.grads, &self.pool),
         };
+        let clip = Some(self.options.max_grad_norm)
+            .filter(|&max| max > 0.0)
+            .and_then(|max| Kernels::clip_coefficient(grad_norm, max));
         if !grad_norm.is_finite() {
             return Err(Error::Training {
                 problem: format!(
@@ -292,9 +339,18 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             });
         }
         let lr = self.options.schedule.lr(step);
-        let mut groups =
-            groups(self.model.layout(), &mut self.weights, &mut self.trainable, &self.grads);
-        self.optimizer.step(&self.kernels, lr, step + 1, &mut groups, &self.pool);
+        if let Some(full) = self.full_paging.take() {
+            let updated = self.paged_update(&full, lr, step + 1, grads_stored, clip);
+            self.full_paging = Some(full);
+            updated?;
+        } else {
+            if let Some(c) = clip {
+                self.grads.iter_mut().for_each(|g| self.kernels.scale(g, c, &self.pool));
+            }
+            let mut groups =
+                groups(self.model.layout(), &mut self.weights, &mut self.trainable, &self.grads);
+            self.optimizer.step(&self.kernels, lr, step + 1, &mut groups, &self.pool);
+        }
         self.step += 1;
         Ok(StepReport {
             step: self.step,
@@ -305,6 +361,41 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             tokens,
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The optimizer step of full fine-tuning with paged blocks: the matrix store streamed
+    /// through the scratch file, the vectors in memory.
+    fn paged_update(
+        &mut self,
+        full: &FullPaging,
+        lr: f32,
+        step: u64,
+        grads_stored: bool,
+        clip: Option<f32>,
+    ) -> Result<()> {
+        let (kernels, pool) = (&self.kernels, &self.pool);
+        let config = *self.optimizer.config();
+        let (globals, vectors) = self.weights.stores_mut(self.model.layout());
+        let globals = as_f32_mut(globals).expect("full fine-tuning holds f32 weights");
+        let [global_grads, vector_grads] = &mut self.grads[..] else {
+            unreachable!("full fine-tuning has two groups")
+        };
+        let matrices = config.update(kernels, lr, step, true);
+        full.update(kernels, pool, globals, global_grads, grads_stored, clip, |p, g, state| {
+            matrices(p, g, state, pool)
+        })?;
+        if let Some(c) = clip {
+            kernels.scale(vector_grads, c, pool);
+        }
+        let mut state: Vec<&mut [f32]> =
+            self.optimizer.state_mut()[1].iter_mut().map(|s| &mut s[..]).collect();
+        config.update(kernels, lr, step, false)(vectors, vector_grads, &mut state, pool);
+        Ok(())
+    }
+
+    /// The scratch file's state, in full fine-tuning with paged blocks.
+    pub(crate) fn full_paging(&self) -> Option<&FullPaging> {
+        self.full_paging.as_ref()
     }
 
     /// Mean cross-entropy over every scored token of `examples` (no dropout).
@@ -337,10 +428,65 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         (tensors, &mut self.optimizer, &mut self.step)
     }
 
-    /// The weights as f32, in full fine-tuning (where they are what is trained).
+    /// Reads elements `range` of the trained matrix store into `out`, in full fine-tuning
+    /// (paged or not).
+    ///
+    /// # Errors
+    /// A scratch file that cannot be read; [`Error::Training`] when the run is not full
+    /// fine-tuning.
+    pub fn read_full_matrices(&self, range: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
+        let not_full = || Error::Training { problem: "not full fine-tuning".into() };
+        let store = self.weights.matrix_store().ok_or_else(not_full)?;
+        let store: &[f32] = (T::DTYPE == DType::F32 && matches!(self.trainable, Trainable::Full))
+            .then(|| bytemuck::cast_slice(store))
+            .ok_or_else(not_full)?;
+        match &self.full_paging {
+            Some(full) => full.read_weights(store, range, out),
+            None => {
+                out.copy_from_slice(&store[range]);
+                Ok(())
+            }
+        }
+    }
+
+    /// The weights as f32, in full fine-tuning (where they are what is trained) when they are
+    /// all in memory (not paged: see [`Trainer::read_full_matrices`]).
     pub fn full_weights(&self) -> Option<mft_models::Weights<'_, f32>> {
+        if self.full_paging.is_some() {
+            return None;
+        }
         let store = self.weights.matrix_store().filter(|_| T::DTYPE == DType::F32)?;
         Some(mft_models::Weights::new(bytemuck::cast_slice(store), &self.weights.vectors))
+    }
+}
+
+impl Trainer<f32> {
+    /// A trainer at step 0 for full fine-tuning inside a memory budget: the blocks' weights,
+    /// their gradients and the optimizer state of every matrix move to a scratch file in
+    /// `scratch_dir` (removed when the trainer is dropped) and are paged in as the steps need
+    /// them (see [`crate::paging::full`]). The results are bit for bit those of
+    /// [`Trainer::new`].
+    ///
+    /// # Errors
+    /// As [`Trainer::new`]; a scratch file that cannot be made or filled; weights whose
+    /// embeddings are paged.
+    pub fn new_full_paged(
+        model: Model,
+        weights: ModelWeights<f32>,
+        options: TrainOptions,
+        threads: usize,
+        scratch_dir: &std::path::Path,
+    ) -> Result<Trainer<f32>> {
+        Trainer::<f32>::check(&model, &Trainable::Full, &options)?;
+        let layout = *model.layout();
+        let states = options.optimizer.state_tensors();
+        let (full, kept) = FullPaging::create(scratch_dir, &layout, states, &weights)?;
+        drop(weights);
+        let grad_lens = [layout.global_matrix_len(), layout.vector_len()];
+        // The matrices' optimizer state is in the scratch file.
+        let state_lens = [0, layout.vector_len()];
+        let full = Some(full);
+        Trainer::assemble(model, kept, Trainable::Full, options, threads, &grad_lens, &state_lens, full)
     }
 }
 

@@ -102,19 +102,38 @@ impl Optimizer {
     ) {
         assert_eq!(groups.len(), self.state.len(), "optimizer: groups differ from its state");
         for (group, state) in groups.iter_mut().zip(&mut self.state) {
-            let weight_decay = if group.decay { self.config.weight_decay } else { 0.0 };
-            match self.config.kind {
-                OptimizerKind::AdamW => {
-                    let hyper = AdamW { lr, weight_decay, ..AdamW::default() };
-                    let [m, v] = &mut state[..] else { unreachable!("AdamW keeps two moments") };
-                    kernels.adamw_step(&hyper, step, group.params, group.grads, m, v, parallel);
-                }
-                OptimizerKind::Sgd => {
-                    let hyper =
-                        Sgd { lr, momentum: self.config.momentum, weight_decay, ..Sgd::default() };
-                    let buffer = state.first_mut().map_or(&mut [][..], |b| &mut b[..]);
-                    kernels.sgd_step(&hyper, step, group.params, group.grads, buffer, parallel);
-                }
+            let mut state: Vec<&mut [f32]> = state.iter_mut().map(|s| &mut s[..]).collect();
+            let update = self.config.update(kernels, lr, step, group.decay);
+            update(group.params, group.grads, &mut state, parallel);
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// The element-wise update of step `step` at rate `lr` for a group that decays or not:
+    /// `(params, grads, state, parallel)`, the state tensors in the order of
+    /// [`Optimizer::state`]. It may be applied to a group whole or piece by piece: each element's
+    /// result is the same.
+    pub(crate) fn update(
+        &self,
+        kernels: &Kernels,
+        lr: f32,
+        step: u64,
+        decay: bool,
+    ) -> impl Fn(&mut [f32], &[f32], &mut [&mut [f32]], &dyn Parallel) + use<> {
+        let config = *self;
+        let kernels = *kernels;
+        let weight_decay = if decay { config.weight_decay } else { 0.0 };
+        move |params, grads, state, parallel| match config.kind {
+            OptimizerKind::AdamW => {
+                let hyper = AdamW { lr, weight_decay, ..AdamW::default() };
+                let [m, v] = state else { unreachable!("AdamW keeps two moments") };
+                kernels.adamw_step(&hyper, step, params, grads, m, v, parallel);
+            }
+            OptimizerKind::Sgd => {
+                let hyper = Sgd { lr, momentum: config.momentum, weight_decay, ..Sgd::default() };
+                let buffer = state.first_mut().map_or(&mut [][..], |b| &mut b[..]);
+                kernels.sgd_step(&hyper, step, params, grads, buffer, parallel);
             }
         }
     }
@@ -122,7 +141,7 @@ impl Optimizer {
 
 impl OptimizerConfig {
     /// State tensors per group.
-    fn state_tensors(&self) -> usize {
+    pub(crate) fn state_tensors(&self) -> usize {
         match self.kind {
             OptimizerKind::AdamW => 2,
             OptimizerKind::Sgd if self.momentum != 0.0 => 1,

@@ -10,6 +10,10 @@
 //! the model. The token embedding's rows of the batch's ids are read when the step asks for
 //! them. Nothing is memory-mapped, so the page cache does not count as (or hide) the
 //! process's memory.
+//!
+//! Full fine-tuning pages more: see [`full`].
+
+pub mod full;
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -17,11 +21,13 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use mft_core::{DType, Element, Pager, PagerError, ShardStore};
+use mft_kernels::Parallel;
 use mft_models::params::LAYER_PARAMS;
 use mft_models::{BlockSource, Page, Paging, Param, ParamLayout};
 
 use crate::error::{Error, Result};
 use crate::hf::checkpoint::read_converted;
+use full::GradientPages;
 
 /// Slot offsets are multiples of this (a cache line; enough for every element type).
 const ALIGN: usize = 64;
@@ -73,6 +79,8 @@ pub struct PagedBlocks<T> {
     slots: [Vec<u64>; 2],
     /// One row of the token embedding, as stored in `T` (widened from here).
     embedding_row: Vec<T>,
+    /// The blocks' gradients, in full fine-tuning.
+    gradients: Option<GradientPages>,
     reads: usize,
 }
 
@@ -111,8 +119,42 @@ impl<T: Element> PagedBlocks<T> {
             embeddings,
             slots: [vec![0; slot_words], vec![0; slot_words]],
             embedding_row: vec![T::default(); row],
+            gradients: None,
             reads: 0,
         }
+    }
+
+    /// Keeps the blocks' gradients in `gradients` too (full fine-tuning).
+    pub(crate) fn with_gradients(mut self, gradients: GradientPages) -> PagedBlocks<T> {
+        self.gradients = Some(gradients);
+        self
+    }
+
+    /// The blocks' gradients, when they are paged.
+    pub(crate) fn gradients(&self) -> Option<&GradientPages> {
+        self.gradients.as_ref()
+    }
+
+    /// The blocks' gradients, when they are paged, to change.
+    pub(crate) fn gradients_mut(&mut self) -> Option<&mut GradientPages> {
+        self.gradients.as_mut()
+    }
+
+    /// Reads block `layer`'s matrices, converted to `T`, into `out` (the block's part of the
+    /// matrix store, [`ParamLayout::block_matrices`]).
+    pub(crate) fn read_block_into(
+        &self,
+        layout: &ParamLayout,
+        layer: usize,
+        out: &mut [T],
+    ) -> Result<()> {
+        let start = layout.block_matrices(layer).start;
+        for (piece, _) in &self.blocks[layer] {
+            let slot = layout.slot(piece.param).expect("a paged matrix");
+            let at = slot.offset - start;
+            piece.read(&self.files, 0, &mut out[at..at + slot.len])?;
+        }
+        Ok(())
     }
 
     /// What is paged: the blocks, or the blocks and the embeddings.
@@ -162,6 +204,20 @@ impl<T: Element> PagedBlocks<T> {
         schedule: &[Page],
         step: impl FnOnce(&mut dyn BlockSource<T>) -> mft_models::Result<R>,
     ) -> Result<R> {
+        self.run_with(schedule, &mft_kernels::Sequential, step)
+    }
+
+    /// [`PagedBlocks::run`] for a step that also pages the blocks' gradients (when they are
+    /// paged): `parallel` sums their squares as each block's gradient is stored.
+    ///
+    /// # Errors
+    /// As [`PagedBlocks::run`]; a gradient that cannot be read or written (naming the file).
+    pub fn run_with<R>(
+        &mut self,
+        schedule: &[Page],
+        parallel: &dyn Parallel,
+        step: impl FnOnce(&mut dyn BlockSource<T>) -> mft_models::Result<R>,
+    ) -> Result<R> {
         // Shards are the distinct pages, numbered as first scheduled.
         let mut pages: Vec<Page> = Vec::new();
         let order: Vec<usize> = schedule
@@ -178,7 +234,8 @@ impl<T: Element> PagedBlocks<T> {
         if self.slots[0].len() < need {
             self.slots = [vec![0; need], vec![0; need]];
         }
-        let PagedBlocks { files, blocks, embeddings, slots, embedding_row, reads, .. } = self;
+        let PagedBlocks { files, blocks, embeddings, slots, embedding_row, gradients, reads, .. } =
+            self;
         let [a, b] = slots;
         let slots: [&mut [u8]; 2] = [bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b)];
         let (files, blocks, embeddings) = (&*files, &*blocks, embeddings.as_ref());
@@ -212,11 +269,23 @@ impl<T: Element> PagedBlocks<T> {
                 files,
                 embeddings,
                 embedding_row,
+                gradients: gradients.as_mut(),
+                parallel,
                 failure: None,
                 _element: PhantomData,
             };
             let result = step(&mut source);
-            let Source { pager, failure, .. } = source;
+            let Source { pager, mut failure, gradients, .. } = source;
+            // The last block's gradient is still in its slot.
+            if let (Some(gradients), Ok(_)) = (gradients, &result)
+                && let Err(e) = gradients.store(parallel)
+            {
+                failure.get_or_insert(e);
+            }
+            let result = match (result, &failure) {
+                (Ok(_), Some(_)) => Err(mft_models::Error::Paging { page: Page::EmbeddingRows }),
+                (result, _) => result,
+            };
             *reads += pager.reads();
             // Waits for a read still in flight; dropping the store ends the I/O thread.
             let finished = pager.finish().map_err(pager_error);
@@ -264,6 +333,20 @@ fn read_block<T: Element>(
     Ok(())
 }
 
+/// A block's matrices in the slot `bytes` it was read into.
+fn block_matrices<'a, T: Element>(
+    block: &[(Piece, usize)],
+    bytes: &'a [u8],
+) -> [&'a [T]; LAYER_PARAMS] {
+    let size = T::DTYPE.size_bytes();
+    let mut matrices: [&[T]; LAYER_PARAMS] = [&[]; LAYER_PARAMS];
+    for (piece, at) in block {
+        let Param::Layer(_, p) = piece.param else { unreachable!("block pieces are layers'") };
+        matrices[p as usize] = bytemuck::cast_slice(&bytes[*at..*at + piece.elements * size]);
+    }
+    matrices
+}
+
 /// The pager's store: requests go to the I/O thread, filled slots come back in order.
 struct ThreadStore<'s> {
     requests: mpsc::Sender<(usize, &'s mut [u8])>,
@@ -308,6 +391,8 @@ struct Source<'s, 'b, T> {
     files: &'b [(PathBuf, File)],
     embeddings: Option<&'b PagedEmbeddings>,
     embedding_row: &'b mut [T],
+    gradients: Option<&'b mut GradientPages>,
+    parallel: &'b dyn Parallel,
     /// Why the last call failed.
     failure: Option<Error>,
     _element: PhantomData<T>,
@@ -335,17 +420,46 @@ impl<T: Element> BlockSource<T> for Source<'_, '_, T> {
     fn block(&mut self, layer: usize) -> std::result::Result<[&[T]; LAYER_PARAMS], ()> {
         let blocks = self.blocks;
         let bytes = self.next(Page::Block(layer))?;
-        let size = T::DTYPE.size_bytes();
-        let mut matrices: [&[T]; LAYER_PARAMS] = [&[]; LAYER_PARAMS];
-        for (piece, at) in &blocks[layer] {
-            let Param::Layer(_, p) = piece.param else { unreachable!("block pieces are layers'") };
-            matrices[p as usize] = bytemuck::cast_slice(&bytes[*at..*at + piece.elements * size]);
-        }
-        Ok(matrices)
+        Ok(block_matrices(&blocks[layer], bytes))
     }
 
     fn pages_embeddings(&self) -> bool {
         self.embeddings.is_some()
+    }
+
+    fn pages_gradients(&self) -> bool {
+        self.gradients.is_some()
+    }
+
+    fn block_with_gradients(
+        &mut self,
+        layer: usize,
+    ) -> std::result::Result<([&[T]; LAYER_PARAMS], &mut [f32]), ()> {
+        let gradients = self.gradients.as_deref_mut().ok_or(())?;
+        if let Err(e) = gradients.load(layer, self.parallel) {
+            self.failure = Some(e);
+            return Err(());
+        }
+        let Source { pager, pages, blocks, failure, gradients, .. } = self;
+        let matrices = match pager.advance() {
+            Ok((shard, bytes)) if pages[shard] == Page::Block(layer) => {
+                block_matrices(&blocks[layer], bytes)
+            }
+            other => {
+                *failure = Some(match other {
+                    Ok((shard, _)) => Error::Training {
+                        problem: format!(
+                            "paging: the model asked for block {layer}, {:?} was next",
+                            pages[shard]
+                        ),
+                    },
+                    Err(e) => pager_error(e),
+                });
+                return Err(());
+            }
+        };
+        let slot = gradients.as_deref_mut().expect("checked above").slot();
+        Ok((matrices, slot))
     }
 
     fn head_rows(
