@@ -10,13 +10,18 @@
 //! `--checkpointing` (all blocks) or `--checkpoint-blocks K` (the first K), `--json` (one JSON object: `median_step_s`, `min_step_s`,
 //! `tokens_per_s`, `peak_rss_bytes`, and the settings).
 //!
-//! `--mem-budget SIZE` (LoRA): the run `mft finetune --mem-budget` makes. The planner of
+//! `--mem-budget SIZE`: the run `mft finetune --mem-budget` makes. The planner of
 //! [`mft_std::budget`] chooses what is paged, how many blocks are checkpointed and the
 //! micro-batch, and the plan is printed; the weights come from a checkpoint of random weights at
 //! the model's shapes, its matrices stored in the `--frozen` type, written once (piece by piece)
 //! under Cargo's target tmpdir and reused; the JSON adds `mem_budget_bytes`, `paging`,
-//! `micro_batch` and `estimated_peak_bytes`. Peak RSS is the whole process's VmHWM.
+//! `micro_batch` and `estimated_peak_bytes`. Peak RSS is the whole process's VmHWM. Full
+//! fine-tuning with a budget runs through mft-std's trainer (clipping at 1, AdamW at 1e-4), its
+//! blocks' weights, gradients and moments paged through a scratch file when the plan says so;
+//! `--digest` (full) prints a digest of the weights after the run, to compare a paged run with
+//! an unpaged one (`--digest` without `--mem-budget`) bit for bit.
 
+use std::hash::Hasher;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,11 +33,16 @@ use mft_models::{
 };
 use mft_std::ThreadPool;
 use mft_std::budget::{self, BudgetPlan, MemBudget, StepShape};
+use mft_std::data::{Batcher, Example};
 use mft_std::finetune::default_targets;
 use mft_std::hf::{load_weights, load_weights_paged};
+use mft_std::mft_core::DType;
 use mft_std::mft_core::Element;
 use mft_std::progress::peak_rss_bytes;
 use mft_std::random::write_random_checkpoint;
+use mft_std::train::{
+    OptimizerConfig, OptimizerKind, Schedule, ScheduleKind, TrainOptions, Trainable, Trainer,
+};
 
 /// The settings of a run, from the command line.
 #[derive(Debug, Clone)]
@@ -50,6 +60,7 @@ struct Settings {
     checkpointed_blocks: usize,
     mem_budget: Option<MemBudget>,
     json: bool,
+    digest: bool,
 }
 
 fn parse_args() -> Result<Settings, String> {
@@ -67,6 +78,7 @@ fn parse_args() -> Result<Settings, String> {
         checkpointed_blocks: 0,
         mem_budget: None,
         json: false,
+        digest: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -107,6 +119,7 @@ fn parse_args() -> Result<Settings, String> {
                 s.mem_budget = Some(v.parse().map_err(|e| format!("--mem-budget: {e}"))?);
             }
             "--json" => s.json = true,
+            "--digest" => s.digest = true,
             // cargo bench passes --bench to harness-less targets.
             "--bench" => {}
             other => return Err(format!("unknown argument `{other}`")),
@@ -138,6 +151,12 @@ fn median(sorted: &[f64]) -> f64 {
     if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
 
+/// The whole batch's token ids, random.
+fn batch_ids(s: &Settings, config: &ModelConfig) -> Vec<u32> {
+    let rng = Counter::new(3, &[]);
+    (0..s.batch * s.seq).map(|i| (rng.bits(i as u64) % config.vocab as u64) as u32).collect()
+}
+
 /// What every run needs: the model, its batch and workspace, and the threads.
 struct Bench {
     model: Model,
@@ -163,10 +182,8 @@ impl Bench {
         let model = Model::new(config).map_err(|e| e.to_string())?;
         let kernels = Kernels::best();
         let pool = ThreadPool::new(s.threads).map_err(|e| e.to_string())?;
-        let rng = Counter::new(3, &[]);
-        let n = s.batch * s.seq;
-        let ids: Vec<u32> =
-            (0..n).map(|i| (rng.bits(i as u64) % config.vocab as u64) as u32).collect();
+        let ids = batch_ids(s, &config);
+        let n = ids.len();
         let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
         let mut targets = vec![0; n];
         mft_models::shift_labels(&labels, s.seq, &mut targets);
@@ -309,8 +326,8 @@ fn run_lora<T: GemmRhs + Element + Send + Sync>(
 
 /// Full fine-tuning: every parameter in f32, with gradients and AdamW moments.
 fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
-    if s.mem_budget.is_some() {
-        return Err("--mem-budget: full fine-tuning does not page its weights yet".into());
+    if s.mem_budget.is_some() || s.digest {
+        return run_full_trainer(s, config);
     }
     let mut bench = Bench::new(s, config, None, s.batch, s.checkpointed_blocks)?;
     let params = *bench.model.layout();
@@ -347,6 +364,94 @@ fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Full fine-tuning through mft-std's trainer over weights read from a random checkpoint file:
+/// within `--mem-budget` with the plan's paging (blocks' weights, gradients and moments in a
+/// scratch file under the target directory), checkpointing and micro-batches, or all in memory
+/// without one. With `--digest`, prints a digest of the trained weights after the run (equal
+/// digests: bit-identical weights).
+fn run_full_trainer(s: &Settings, config: ModelConfig) -> Result<(), String> {
+    let model = Model::new(config).map_err(|e| e.to_string())?;
+    let shape = StepShape {
+        batch: s.batch,
+        seq: s.seq,
+        threads: s.threads,
+        tokenizer_bytes: 0,
+        training: true,
+    };
+    let plan = match s.mem_budget {
+        Some(budget) => {
+            let plan =
+                budget::plan(&model, None, DType::F32, shape, s.checkpointed_blocks, true, budget)
+                    .map_err(|e| e.to_string())?;
+            eprintln!("memory budget {budget}: {plan}");
+            Some(plan)
+        }
+        None => None,
+    };
+    let files = [random_checkpoint(s, &config, DType::F32)?];
+    let micro = plan.as_ref().map_or(s.batch, |p| p.micro_batch);
+    let checkpointed_blocks =
+        plan.as_ref().map_or(s.checkpointed_blocks, |p| p.checkpointed_blocks);
+    let options = TrainOptions {
+        steps: (s.warmup + s.steps) as u64,
+        batch: micro,
+        seq: s.seq,
+        grad_accum: s.batch / micro,
+        optimizer: OptimizerConfig { kind: OptimizerKind::AdamW, momentum: 0.0, weight_decay: 0.0 },
+        schedule: Schedule { kind: ScheduleKind::Constant, peak_lr: 1e-4, warmup: 0, total: 1 },
+        max_grad_norm: 1.0,
+        seed: 1,
+        checkpointed_blocks,
+    };
+    let paged = plan.as_ref().is_some_and(|p| p.paging != Paging::Off);
+    let mut trainer = if paged {
+        let weights = load_weights_paged::<f32>(&files, model.layout(), Paging::Blocks)
+            .map_err(|e| e.to_string())?;
+        let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        Trainer::new_full_paged(model, weights, options, s.threads, &scratch)
+    } else {
+        let weights = load_weights::<f32>(&files, model.layout()).map_err(|e| e.to_string())?;
+        Trainer::new(model, weights, Trainable::Full, options, s.threads)
+    }
+    .map_err(|e| e.to_string())?;
+    let examples: Vec<Example> = batch_ids(s, &config)
+        .chunks(s.seq)
+        .map(|row| Example { ids: row.to_vec(), scored: vec![true; row.len()] })
+        .collect();
+    let mut batcher = Batcher::new(examples, micro, 0, 1, false);
+    measure(s, config.layers, plan.as_ref(), |_| {
+        trainer.train_step(&mut batcher).expect("the step runs").loss
+    });
+    if s.digest {
+        let layout = *trainer.model().layout();
+        let mut digest = std::hash::DefaultHasher::new();
+        let chunk = 1 << 20;
+        let mut values = vec![0.0f32; chunk];
+        for start in (0..layout.matrix_len()).step_by(chunk) {
+            let end = (start + chunk).min(layout.matrix_len());
+            trainer
+                .read_full_matrices(start..end, &mut values[..end - start])
+                .map_err(|e| e.to_string())?;
+            values[..end - start].iter().for_each(|v| digest.write_u32(v.to_bits()));
+        }
+        trainer.weights().vectors.iter().for_each(|v| digest.write_u32(v.to_bits()));
+        eprintln!("weights digest after {} steps: {:016x}", trainer.step_count(), digest.finish());
+    }
+    Ok(())
+}
+
+/// A random checkpoint of `config` in `dtype` under the target directory, written once.
+fn random_checkpoint(s: &Settings, config: &ModelConfig, dtype: DType) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-weights");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{}-{dtype:?}-seed1.safetensors", s.model).to_lowercase());
+    if !path.exists() {
+        eprintln!("writing random weights to {}", path.display());
+        write_random_checkpoint(&path, config, dtype, 1).map_err(|e| e.to_string())?;
+    }
+    Ok(path)
+}
+
 /// LoRA within `budget`: the plan's paging, checkpointing and micro-batches, over weights read
 /// from a random checkpoint file.
 fn run_lora_in_budget<T: GemmRhs + Element + Send + Sync>(
@@ -367,14 +472,7 @@ fn run_lora_in_budget<T: GemmRhs + Element + Send + Sync>(
         budget::plan(&model, Some(layout), T::DTYPE, shape, s.checkpointed_blocks, true, budget)
             .map_err(|e| e.to_string())?;
     eprintln!("memory budget {budget}: {plan}");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-weights");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("{}-{:?}-seed1.safetensors", s.model, T::DTYPE).to_lowercase());
-    if !path.exists() {
-        eprintln!("writing random weights to {}", path.display());
-        write_random_checkpoint(&path, &config, T::DTYPE, 1).map_err(|e| e.to_string())?;
-    }
-    let files = [path];
+    let files = [random_checkpoint(s, &config, T::DTYPE)?];
     let mut weights = match plan.paging {
         Paging::Off => load_weights::<T>(&files, model.layout()),
         paging => load_weights_paged::<T>(&files, model.layout(), paging),

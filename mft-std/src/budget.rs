@@ -137,8 +137,7 @@ impl fmt::Display for BudgetPlan {
 /// more and more checkpointed blocks.
 ///
 /// # Errors
-/// [`Error::Training`] when nothing fits, naming the smallest budget that would (and, for
-/// full fine-tuning, that its gradients and moments are not paged yet).
+/// [`Error::Training`] when nothing fits, naming the smallest budget that would.
 pub fn plan(
     model: &Model,
     lora: Option<&LoraLayout>,
@@ -149,13 +148,13 @@ pub fn plan(
     budget: MemBudget,
 ) -> Result<BudgetPlan> {
     let layers = model.config().layers;
-    // Full fine-tuning would page gradients and moments too (not done yet); evaluation pages
-    // any model.
-    let pageable = can_page && (lora.is_some() || !shape.training);
-    let levels: &[Paging] = if pageable {
-        &[Paging::Off, Paging::Blocks, Paging::BlocksAndEmbeddings]
-    } else {
-        &[Paging::Off]
+    // Full fine-tuning pages the blocks (weights, gradients and moments) but keeps the trained
+    // embeddings and head.
+    let full_training = lora.is_none() && shape.training;
+    let levels: &[Paging] = match (can_page, full_training) {
+        (false, _) => &[Paging::Off],
+        (true, true) => &[Paging::Off, Paging::Blocks],
+        (true, false) => &[Paging::Off, Paging::Blocks, Paging::BlocksAndEmbeddings],
     };
     let most = if shape.training { layers } else { 0 };
     let micro_batches: Vec<usize> =
@@ -177,9 +176,7 @@ pub fn plan(
         "--mem-budget {budget} is too small: the smallest that works is {} ({smallest})",
         mib(smallest.total())
     );
-    if lora.is_none() && shape.training {
-        problem.push_str("; full fine-tuning does not page its weights, gradients and moments yet");
-    } else if !can_page {
+    if !can_page {
         problem.push_str("; random weights are not paged (give a checkpoint directory)");
     }
     Err(Error::Training { problem })
@@ -216,8 +213,19 @@ pub fn estimate(
     };
     let weights = resident + vectors + 2 * slot;
     let trained = lora.map_or(layout.numel(), LoraLayout::len) as u64 * 4;
-    // Training keeps the trained tensors, their gradients and two AdamW moments.
-    let trained = if shape.training { 4 * trained } else { lora.map_or(0, |_| trained) };
+    // Training keeps the trained tensors, their gradients and two AdamW moments. Full
+    // fine-tuning with paged blocks keeps the gradients of what is resident, the vectors'
+    // moments, one block's gradient and the optimizer pass's chunks
+    // (`crate::paging::full`); the rest is in the scratch file.
+    let trained = match (shape.training, lora, paging) {
+        (true, None, Paging::Blocks | Paging::BlocksAndEmbeddings) => {
+            let block = block_bytes(layout, 4);
+            let chunks = 4 * crate::paging::full::UPDATE_CHUNK as u64 * 4;
+            resident + vectors * 3 + block + chunks
+        }
+        (true, _, _) => 4 * trained,
+        (false, _, _) => lora.map_or(0, |_| trained),
+    };
     let kernels = Kernels::best();
     let train = Purpose::Train { checkpointed_blocks };
     let eval = model.workspace_len(&kernels, lora, b, t, Purpose::Logits, threads);
@@ -231,12 +239,15 @@ pub fn estimate(
         Paging::Off => "weights",
         Paging::Blocks | Paging::BlocksAndEmbeddings => "weights (resident part and 2 slots)",
     };
+    let trained_part = match (shape.training, lora, paging) {
+        (true, None, Paging::Off) => "trained tensors, gradients, AdamW moments",
+        (true, None, _) => "gradients and moments in memory (the rest in the scratch file)",
+        (true, Some(_), _) => "trained tensors, gradients, AdamW moments",
+        (false, _, _) => "adapters",
+    };
     let parts = vec![
         (weights_part, weights),
-        (
-            if shape.training { "trained tensors, gradients, AdamW moments" } else { "adapters" },
-            trained,
-        ),
+        (trained_part, trained),
         ("activations and scratch", workspace),
         ("process", PROCESS_ALLOWANCE + 3 * shape.tokenizer_bytes),
     ];

@@ -542,10 +542,25 @@ pub(crate) struct TensorHeader {
 pub(crate) fn write_safetensors_with(
     path: &Path,
     header: &[TensorHeader],
+    write: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    write_safetensors_with_metadata(path, header, &[], write)
+}
+
+/// [`write_safetensors_with`] with `metadata` entries besides `{"format": "pt"}`.
+pub(crate) fn write_safetensors_with_metadata(
+    path: &Path,
+    header: &[TensorHeader],
+    metadata: &[(&str, String)],
     mut write: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
 ) -> Result<()> {
     let mut entries = Map::new();
-    entries.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut meta = Map::new();
+    meta.insert("format".into(), "pt".into());
+    for (key, value) in metadata {
+        meta.insert((*key).into(), value.clone().into());
+    }
+    entries.insert("__metadata__".into(), Value::Object(meta));
     let mut offset = 0usize;
     let mut ends = Vec::with_capacity(header.len());
     for t in header {
@@ -604,7 +619,7 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 }
 
 /// Writes `values` little-endian.
-fn write_f32s(out: &mut (impl Write + ?Sized), values: &[f32]) -> io::Result<()> {
+pub(crate) fn write_f32s(out: &mut (impl Write + ?Sized), values: &[f32]) -> io::Result<()> {
     if cfg!(target_endian = "little") {
         return out.write_all(bytemuck::cast_slice(values));
     }

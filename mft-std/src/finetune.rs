@@ -254,10 +254,15 @@ fn run<T: GemmRhs + Element + Send + Sync>(
         seed: args.seed,
         checkpointed_blocks,
     };
-    let mut trainer = Trainer::new(model, weights, trainable, options, args.threads)?;
+    create_dir_all(&args.out)?;
+    let mut trainer = if args.full && paging != Paging::Off {
+        // The blocks' weights, gradients and moments go to a scratch file in --out.
+        Trainer::new_full_paged(model, weights, options, args.threads, &args.out)?
+    } else {
+        Trainer::new(model, weights, trainable, options, args.threads)?
+    };
     let mut batcher =
         data::Batcher::new(dataset.train.clone(), micro_batch, pad, args.seed, !args.no_shuffle);
-    create_dir_all(&args.out)?;
     let checkpoint_dir = args.out.join(CHECKPOINT_DIR);
     let mut history = Vec::new();
     let mut earlier_lines = String::new();

@@ -15,6 +15,7 @@ use mft_std::hf::{ModelWeights, checkpoint_files, load_weights, load_weights_pag
 use mft_std::random::random_weights;
 use mft_std::train::{
     OptimizerConfig, OptimizerKind, Schedule, ScheduleKind, TrainOptions, Trainable, Trainer,
+    checkpoint,
 };
 
 fn tiny(family: Family) -> ModelConfig {
@@ -244,7 +245,8 @@ fn paged_full_fine_tuning_equals_resident_full_fine_tuning() {
         for (optimizer, checkpointed_blocks) in
             [(options(0).optimizer, 0), (options(0).optimizer, 2), (sgd, 0)]
         {
-            let what = format!("{family:?}, {:?}, {checkpointed_blocks} checkpointed", optimizer.kind);
+            let what =
+                format!("{family:?}, {:?}, {checkpointed_blocks} checkpointed", optimizer.kind);
             let options = TrainOptions { optimizer, ..options(checkpointed_blocks) };
             let model = Model::new(config).unwrap();
             let weights = load_weights(&files, &layout).unwrap();
@@ -263,7 +265,78 @@ fn paged_full_fine_tuning_equals_resident_full_fine_tuning() {
             assert!(paged_run.0 == resident.0, "{what}: matrices differ");
             assert_eq!(paged_run.1, resident.1, "{what}: vectors");
             drop(paged);
-            assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "{what}: scratch left");
+            assert_eq!(
+                std::fs::read_dir(scratch.path()).unwrap().count(),
+                0,
+                "{what}: scratch left"
+            );
         }
     }
+}
+
+/// A paged full fine-tuning checkpoint (streamed out of the scratch file) resumes bit for bit,
+/// paged or not, and a resident run's checkpoint resumes paged.
+#[test]
+fn paged_full_fine_tuning_checkpoints_resume_either_way() {
+    let config = tiny(Family::Qwen2);
+    let layout = ParamLayout::new(&config);
+    let dir = tempfile::tempdir().unwrap();
+    snapshot(&config, dir.path());
+    let files = checkpoint_files(dir.path()).unwrap();
+    let model = Model::new(config).unwrap();
+    let options = options(1);
+    let scratch = tempfile::tempdir().unwrap();
+    let paged = |scratch: &Path| {
+        let weights = load_weights_paged(&files, &layout, Paging::Blocks).unwrap();
+        Trainer::new_full_paged(model, weights, options, 2, scratch).unwrap()
+    };
+    let resident = || {
+        let weights = load_weights(&files, &layout).unwrap();
+        Trainer::new(model, weights, Trainable::Full, options, 2).unwrap()
+    };
+    let weights_of = |trainer: &Trainer<f32>| {
+        let len = layout.matrix_len();
+        let mut matrices = vec![0.0; len];
+        trainer.read_full_matrices(0..len, &mut matrices).unwrap();
+        (matrices, trainer.weights().vectors.clone())
+    };
+    // Two steps, a checkpoint, two more steps.
+    let mut reference = paged(scratch.path());
+    let mut batcher = Batcher::new(examples(), 2, 0, 7, true);
+    for _ in 0..2 {
+        reference.train_step(&mut batcher).unwrap();
+    }
+    let saved = tempfile::tempdir().unwrap();
+    checkpoint::save(saved.path(), &mut reference, batcher.position(), "full").unwrap();
+    for _ in 0..2 {
+        reference.train_step(&mut batcher).unwrap();
+    }
+    let expected = weights_of(&reference);
+    for mut resumed in [paged(scratch.path()), resident()] {
+        let position = checkpoint::load(saved.path(), &mut resumed, "full").unwrap();
+        let mut batcher = Batcher::new(examples(), 2, 0, 7, true);
+        batcher.resume(position).unwrap();
+        for _ in 0..2 {
+            resumed.train_step(&mut batcher).unwrap();
+        }
+        assert_eq!(resumed.step_count(), 4);
+        assert!(weights_of(&resumed) == expected, "resumed weights differ");
+    }
+    // And the other way: a resident checkpoint resumes paged.
+    let mut unpaged = resident();
+    let mut batcher = Batcher::new(examples(), 2, 0, 7, true);
+    for _ in 0..2 {
+        unpaged.train_step(&mut batcher).unwrap();
+    }
+    let saved = tempfile::tempdir().unwrap();
+    checkpoint::save(saved.path(), &mut unpaged, batcher.position(), "full").unwrap();
+    let mut resumed = paged(scratch.path());
+    let position = checkpoint::load(saved.path(), &mut resumed, "full").unwrap();
+    let mut resumed_batcher = Batcher::new(examples(), 2, 0, 7, true);
+    resumed_batcher.resume(position).unwrap();
+    for _ in 0..2 {
+        unpaged.train_step(&mut batcher).unwrap();
+        resumed.train_step(&mut resumed_batcher).unwrap();
+    }
+    assert!(weights_of(&resumed) == weights_of(&unpaged), "paged resume of a resident run");
 }

@@ -25,6 +25,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use mft_core::Element;
 use mft_kernels::{Kernels, Parallel};
 use mft_models::params::LAYER_PARAMS;
 use mft_models::{LayerParam, Param, ParamLayout};
@@ -34,7 +35,7 @@ use crate::hf::ModelWeights;
 use crate::paging::{PagedBlocks, Piece};
 
 /// Elements the optimizer pass streams at a time (per tensor: weights, gradients, each state).
-const UPDATE_CHUNK: usize = 1 << 20;
+pub(crate) const UPDATE_CHUNK: usize = 1 << 20;
 
 /// Bytes of an f32.
 const F32: u64 = 4;
@@ -86,7 +87,8 @@ impl Drop for Scratch {
 
 fn read_f32s(file: &File, path: &Path, at: u64, out: &mut [f32]) -> Result<()> {
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
-    file.read_exact_at(bytes, at).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    file.read_exact_at(bytes, at)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     if cfg!(target_endian = "big") {
         out.iter_mut().for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
     }
@@ -186,12 +188,13 @@ impl FullPaging {
     ///
     /// # Errors
     /// The scratch file cannot be made or written; the weights' files cannot be read.
-    pub(crate) fn create(
+    pub(crate) fn create<T: Element>(
         dir: &Path,
         layout: &ParamLayout,
         state_tensors: usize,
-        weights: &ModelWeights<f32>,
-    ) -> Result<(FullPaging, ModelWeights<f32>)> {
+        weights: &ModelWeights<T>,
+    ) -> Result<(FullPaging, ModelWeights<T>)> {
+        assert_eq!(T::DTYPE, mft_core::DType::F32, "full fine-tuning trains f32 weights");
         let globals = layout.global_matrix_len();
         let blocks = layout.matrix_len() - globals;
         let weights_at = 0;
@@ -203,14 +206,17 @@ impl FullPaging {
         let scratch = Scratch::create(dir, bytes)?;
         let paging = FullPaging { scratch, layout: *layout, weights_at, grads_at, state_at };
 
-        let mut block = vec![0.0f32; layout.block_matrices(0).len()];
+        let mut block = vec![T::default(); layout.block_matrices(0).len()];
+        let mut values = vec![0.0f32; block.len()];
         for layer in 0..layout.layers() {
             weights.read_block(layout, layer, &mut block)?;
-            paging.scratch.write(paging.block_at(paging.weights_at, layer), &block)?;
+            values.iter_mut().zip(&block).for_each(|(v, b)| *v = b.to_f32());
+            paging.scratch.write(paging.block_at(paging.weights_at, layer), &values)?;
         }
+        drop(block);
         let global_store = weights.read_globals(layout)?;
         let kept = ModelWeights::from_stores(global_store, weights.vectors.clone())
-            .with_paged(paging.paged_blocks(block)?);
+            .with_paged(paging.paged_blocks(values)?);
         Ok((paging, kept))
     }
 
@@ -221,7 +227,7 @@ impl FullPaging {
 
     /// The blocks' weights as [`PagedBlocks`] over the scratch file, with their gradients.
     /// `slot` (a block long) becomes the gradients' slot.
-    fn paged_blocks(&self, slot: Vec<f32>) -> Result<PagedBlocks<f32>> {
+    fn paged_blocks<T: Element>(&self, slot: Vec<f32>) -> Result<PagedBlocks<T>> {
         let layout = &self.layout;
         let io = |source| Error::Io { path: self.scratch.path.clone(), source };
         let weights_file = self.scratch.file.try_clone().map_err(io)?;

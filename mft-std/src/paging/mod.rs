@@ -234,8 +234,9 @@ impl<T: Element> PagedBlocks<T> {
         if self.slots[0].len() < need {
             self.slots = [vec![0; need], vec![0; need]];
         }
-        let PagedBlocks { files, blocks, embeddings, slots, embedding_row, gradients, reads, .. } =
-            self;
+        let PagedBlocks {
+            files, blocks, embeddings, slots, embedding_row, gradients, reads, ..
+        } = self;
         let [a, b] = slots;
         let slots: [&mut [u8]; 2] = [bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b)];
         let (files, blocks, embeddings) = (&*files, &*blocks, embeddings.as_ref());

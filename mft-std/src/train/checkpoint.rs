@@ -17,15 +17,17 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mft_core::Element;
+use std::os::unix::fs::FileExt;
+
+use mft_core::{DType, Element};
 use mft_kernels::GemmRhs;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::{TrainOptions, Trainer};
 use crate::data::BatchPosition;
 use crate::error::{Error, Result};
-use crate::fsio::{create_dir_all, write_atomic, write_atomic_with};
+use crate::export::{TensorHeader, write_f32s, write_safetensors_with_metadata};
+use crate::fsio::{create_dir_all, write_atomic_with};
 
 /// The tensors' file of checkpoints that do not name theirs (made before the name was kept).
 pub const TENSORS_FILE: &str = "trainer_state.safetensors";
@@ -69,32 +71,35 @@ pub fn save<T: GemmRhs + Element + Send + Sync>(
 ) -> Result<()> {
     create_dir_all(dir)?;
     let options = *trainer.options();
-    let (tensors, optimizer, step) = trainer.parts_mut();
-    let step = *step;
-    let mut named: Vec<(String, &[f32])> = Vec::new();
-    for (g, t) in tensors.iter().enumerate() {
-        named.push((format!("trainable.{g}"), &t[..]));
-    }
-    for (g, state) in optimizer.state().iter().enumerate() {
-        for (i, t) in state.iter().enumerate() {
-            named.push((format!("optimizer.{g}.{i}"), &t[..]));
-        }
-    }
-    let views: Vec<(String, TensorView<'_>)> = named
+    let step = trainer.step_count();
+    let named = trainer.checkpoint_tensors();
+    let header: Vec<TensorHeader> = named
         .iter()
-        .map(|(name, values)| {
-            let bytes: &[u8] = bytemuck::cast_slice(values);
-            let view = TensorView::new(Dtype::F32, vec![values.len()], bytes)
-                .expect("a flat f32 tensor's shape fits its bytes");
-            (name.clone(), view)
+        .map(|(name, len)| TensorHeader {
+            name: name.clone(),
+            dtype: DType::F32,
+            shape: vec![*len],
         })
         .collect();
-    let metadata = HashMap::from([("step".to_string(), step.to_string())]);
     let tensors = tensors_file(step);
     let tensors_path = dir.join(&tensors);
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|source| Error::Safetensors { path: tensors_path.clone(), source })?;
-    write_atomic(&tensors_path, &bytes)?;
+    // Streamed chunk by chunk: a paged run's tensors are not all in memory.
+    let mut chunk = vec![0.0f32; CHUNK];
+    write_safetensors_with_metadata(
+        &tensors_path,
+        &header,
+        &[("step", step.to_string())],
+        |index, out| {
+            for first in (0..named[index].1).step_by(CHUNK) {
+                let part = &mut chunk[..CHUNK.min(named[index].1 - first)];
+                trainer
+                    .checkpoint_chunk(index, first, part, false)
+                    .map_err(std::io::Error::other)?;
+                write_f32s(out, part)?;
+            }
+            Ok(())
+        },
+    )?;
     let state = TrainerState { step, data_position: position, options, mode: mode.into(), tensors };
     write_atomic_with(&dir.join(STATE_FILE), |out| {
         serde_json::to_writer_pretty(&mut *out, &state).map_err(std::io::Error::other)
@@ -159,11 +164,8 @@ pub fn load<T: GemmRhs + Element + Send + Sync>(
         )));
     }
     let tensors_path = dir.join(tensors);
-    let bytes = std::fs::read(&tensors_path)
-        .map_err(|source| Error::Io { path: tensors_path.clone(), source })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|source| Error::Safetensors { path: tensors_path.clone(), source })?;
-    let tensor_step = meta.metadata().as_ref().and_then(|m| m.get("step")).cloned();
+    let header = read_header(&tensors_path)?;
+    let tensor_step = header.metadata.get("step").cloned();
     if tensor_step != Some(state.step.to_string()) {
         return Err(refuse(format!(
             "{tensors} is of step {}, {STATE_FILE} of step {}",
@@ -171,32 +173,95 @@ pub fn load<T: GemmRhs + Element + Send + Sync>(
             state.step
         )));
     }
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|source| Error::Safetensors { path: tensors_path.clone(), source })?;
-    let read = |name: &str, into: &mut [f32]| -> Result<()> {
-        let t = st.tensor(name).map_err(|_| refuse(format!("{tensors} has no tensor {name}")))?;
-        if t.dtype() != Dtype::F32 || t.data().len() != 4 * into.len() {
+    let file = std::fs::File::open(&tensors_path)
+        .map_err(|source| Error::Io { path: tensors_path.clone(), source })?;
+    let mut chunk = vec![0.0f32; CHUNK];
+    for (index, (name, len)) in trainer.checkpoint_tensors().into_iter().enumerate() {
+        let Some(entry) = header.tensors.get(&name) else {
+            return Err(refuse(format!("{tensors} has no tensor {name}")));
+        };
+        if entry.dtype != "F32" || entry.end - entry.start != 4 * len as u64 {
             return Err(refuse(format!(
-                "{tensors}: tensor {name} holds {} bytes of {:?}, expected {} f32 values",
-                t.data().len(),
-                t.dtype(),
-                into.len()
+                "{tensors}: tensor {name} holds {} bytes of {}, expected {len} f32 values",
+                entry.end - entry.start,
+                entry.dtype
             )));
         }
-        for (v, b) in into.iter_mut().zip(t.data().chunks_exact(4)) {
-            *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
-        }
-        Ok(())
-    };
-    let (mut tensors, optimizer, step) = trainer.parts_mut();
-    for (g, t) in tensors.iter_mut().enumerate() {
-        read(&format!("trainable.{g}"), t)?;
-    }
-    for (g, state) in optimizer.state_mut().iter_mut().enumerate() {
-        for (i, t) in state.iter_mut().enumerate() {
-            read(&format!("optimizer.{g}.{i}"), t)?;
+        for first in (0..len).step_by(CHUNK) {
+            let part = &mut chunk[..CHUNK.min(len - first)];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(part);
+            file.read_exact_at(bytes, header.data_start + entry.start + 4 * first as u64)
+                .map_err(|source| Error::Io { path: tensors_path.clone(), source })?;
+            if cfg!(target_endian = "big") {
+                part.iter_mut().for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
+            }
+            trainer.checkpoint_chunk(index, first, part, true)?;
         }
     }
-    *step = state.step;
+    trainer.set_step_count(state.step);
     Ok(state.data_position)
+}
+
+/// Elements a checkpoint is written and read in at a time.
+const CHUNK: usize = 1 << 20;
+
+/// A safetensors file's header: where each tensor's bytes are, and the metadata.
+struct Header {
+    /// Where the data starts in the file.
+    data_start: u64,
+    tensors: HashMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+/// A tensor in a safetensors header.
+#[derive(Deserialize)]
+struct Entry {
+    dtype: String,
+    #[serde(rename = "data_offsets", deserialize_with = "offsets")]
+    start_end: (u64, u64),
+    #[serde(skip)]
+    start: u64,
+    #[serde(skip)]
+    end: u64,
+}
+
+fn offsets<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<(u64, u64), D::Error> {
+    let [start, end] = <[u64; 2]>::deserialize(d)?;
+    Ok((start, end))
+}
+
+/// Reads the header of the safetensors file at `path` (without reading its data), checking that
+/// every tensor lies inside the file.
+fn read_header(path: &Path) -> Result<Header> {
+    let bad = |problem: String| Error::Checkpoint { path: path.to_path_buf(), problem };
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, 0).map_err(io)?;
+    let len = u64::from_le_bytes(len);
+    if len > file_len.saturating_sub(8) || len > 100 << 20 {
+        return Err(bad(format!("a header of {len} bytes does not fit the file")));
+    }
+    let mut text = vec![0u8; len as usize];
+    file.read_exact_at(&mut text, 8).map_err(io)?;
+    let mut json: HashMap<String, serde_json::Value> = serde_json::from_slice(&text)
+        .map_err(|e| bad(format!("the header is not a JSON object: {e}")))?;
+    let metadata = match json.remove("__metadata__") {
+        Some(m) => serde_json::from_value(m)
+            .map_err(|e| bad(format!("__metadata__ is not an object of strings: {e}")))?,
+        None => HashMap::new(),
+    };
+    let data_start = 8 + len;
+    let mut tensors = HashMap::new();
+    for (name, value) in json {
+        let mut entry: Entry =
+            serde_json::from_value(value).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        (entry.start, entry.end) = entry.start_end;
+        if entry.start > entry.end || data_start + entry.end > file_len {
+            return Err(bad(format!("tensor {name} lies outside the file")));
+        }
+        tensors.insert(name, entry);
+    }
+    Ok(Header { data_start, tensors, metadata })
 }

@@ -145,7 +145,53 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             // Trained weights need one writable store (not the mapped checkpoint files).
             weights.stores_mut(model.layout());
         }
-        Trainer::assemble(model, weights, trainable, options, threads, &group_lens, &group_lens, None)
+        Trainer::assemble(
+            model,
+            weights,
+            trainable,
+            options,
+            threads,
+            &group_lens,
+            &group_lens,
+            None,
+        )
+    }
+
+    /// A trainer at step 0 for full fine-tuning inside a memory budget: the blocks' weights,
+    /// their gradients and the optimizer state of every matrix move to a scratch file in
+    /// `scratch_dir` (removed when the trainer is dropped) and are paged in as the steps need
+    /// them (see [`crate::paging::full`]). The results are bit for bit those of
+    /// [`Trainer::new`].
+    ///
+    /// # Errors
+    /// As [`Trainer::new`]; a scratch file that cannot be made or filled; weights whose
+    /// embeddings are paged.
+    pub fn new_full_paged(
+        model: Model,
+        weights: ModelWeights<T>,
+        options: TrainOptions,
+        threads: usize,
+        scratch_dir: &std::path::Path,
+    ) -> Result<Trainer<T>> {
+        Trainer::<T>::check(&model, &Trainable::Full, &options)?;
+        let layout = *model.layout();
+        let states = options.optimizer.state_tensors();
+        let (full, kept) = FullPaging::create(scratch_dir, &layout, states, &weights)?;
+        drop(weights);
+        let grad_lens = [layout.global_matrix_len(), layout.vector_len()];
+        // The matrices' optimizer state is in the scratch file.
+        let state_lens = [0, layout.vector_len()];
+        let full = Some(full);
+        Trainer::assemble(
+            model,
+            kept,
+            Trainable::Full,
+            options,
+            threads,
+            &grad_lens,
+            &state_lens,
+            full,
+        )
     }
 
     /// Refuses settings the trainer cannot run.
@@ -393,11 +439,6 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         Ok(())
     }
 
-    /// The scratch file's state, in full fine-tuning with paged blocks.
-    pub(crate) fn full_paging(&self) -> Option<&FullPaging> {
-        self.full_paging.as_ref()
-    }
-
     /// Mean cross-entropy over every scored token of `examples` (no dropout).
     ///
     /// # Errors
@@ -421,11 +462,67 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         )
     }
 
-    /// Parts for checkpoints: the trainable tensors per group and the optimizer.
-    pub(crate) fn parts_mut(&mut self) -> (Vec<&mut [f32]>, &mut Optimizer, &mut u64) {
-        let tensors =
-            trainable_tensors(self.model.layout(), &mut self.weights, &mut self.trainable);
-        (tensors, &mut self.optimizer, &mut self.step)
+    /// The tensors a checkpoint holds, named and sized: `trainable.{group}` (the adapters, or
+    /// the matrices and the vectors), then `optimizer.{group}.{i}` (each state tensor).
+    pub(crate) fn checkpoint_tensors(&self) -> Vec<(String, usize)> {
+        let layout = self.model.layout();
+        let group_lens = group_lens(&self.model, &self.trainable);
+        let mut tensors: Vec<(String, usize)> =
+            group_lens.iter().enumerate().map(|(g, &n)| (format!("trainable.{g}"), n)).collect();
+        for (g, &n) in group_lens.iter().enumerate() {
+            for i in 0..self.optimizer.config().state_tensors() {
+                tensors.push((format!("optimizer.{g}.{i}"), n));
+            }
+        }
+        debug_assert!(self.full_paging.is_none() || group_lens[0] == layout.matrix_len());
+        tensors
+    }
+
+    /// Checkpoint tensor `index` ([`Trainer::checkpoint_tensors`]), `first..first + out.len()`,
+    /// into `out` (`load`: false) or from it (`load`: true), wherever it is kept.
+    pub(crate) fn checkpoint_chunk(
+        &mut self,
+        index: usize,
+        first: usize,
+        out: &mut [f32],
+        load: bool,
+    ) -> Result<()> {
+        let groups = group_lens(&self.model, &self.trainable).len();
+        let states = self.optimizer.config().state_tensors();
+        let range = first..first + out.len();
+        let (group, state) = if index < groups {
+            (index, None)
+        } else {
+            ((index - groups) / states, Some((index - groups) % states))
+        };
+        if let (Some(full), 0) = (&self.full_paging, group) {
+            let (globals, _) = self.weights.stores_mut(self.model.layout());
+            let globals = as_f32_mut(globals).expect("full fine-tuning holds f32 weights");
+            return match (state, load) {
+                (None, false) => full.read_weights(globals, range, out),
+                (None, true) => full.write_weights(globals, range, out),
+                (Some(i), false) => full.read_state(i, range, out),
+                (Some(i), true) => full.write_state(i, range, out),
+            };
+        }
+        let tensor: &mut [f32] = match state {
+            None => {
+                let layout = self.model.layout();
+                trainable_tensors(layout, &mut self.weights, &mut self.trainable).swap_remove(group)
+            }
+            Some(i) => &mut self.optimizer.state_mut()[group][i],
+        };
+        if load {
+            tensor[range].copy_from_slice(out);
+        } else {
+            out.copy_from_slice(&tensor[range]);
+        }
+        Ok(())
+    }
+
+    /// Sets the steps taken (a checkpoint's).
+    pub(crate) fn set_step_count(&mut self, step: u64) {
+        self.step = step;
     }
 
     /// Reads elements `range` of the trained matrix store into `out`, in full fine-tuning
@@ -457,36 +554,6 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
         }
         let store = self.weights.matrix_store().filter(|_| T::DTYPE == DType::F32)?;
         Some(mft_models::Weights::new(bytemuck::cast_slice(store), &self.weights.vectors))
-    }
-}
-
-impl Trainer<f32> {
-    /// A trainer at step 0 for full fine-tuning inside a memory budget: the blocks' weights,
-    /// their gradients and the optimizer state of every matrix move to a scratch file in
-    /// `scratch_dir` (removed when the trainer is dropped) and are paged in as the steps need
-    /// them (see [`crate::paging::full`]). The results are bit for bit those of
-    /// [`Trainer::new`].
-    ///
-    /// # Errors
-    /// As [`Trainer::new`]; a scratch file that cannot be made or filled; weights whose
-    /// embeddings are paged.
-    pub fn new_full_paged(
-        model: Model,
-        weights: ModelWeights<f32>,
-        options: TrainOptions,
-        threads: usize,
-        scratch_dir: &std::path::Path,
-    ) -> Result<Trainer<f32>> {
-        Trainer::<f32>::check(&model, &Trainable::Full, &options)?;
-        let layout = *model.layout();
-        let states = options.optimizer.state_tensors();
-        let (full, kept) = FullPaging::create(scratch_dir, &layout, states, &weights)?;
-        drop(weights);
-        let grad_lens = [layout.global_matrix_len(), layout.vector_len()];
-        // The matrices' optimizer state is in the scratch file.
-        let state_lens = [0, layout.vector_len()];
-        let full = Some(full);
-        Trainer::assemble(model, kept, Trainable::Full, options, threads, &grad_lens, &state_lens, full)
     }
 }
 
