@@ -109,7 +109,7 @@ impl fmt::Display for BudgetPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let weights = match self.paging {
             Paging::Off => "weights resident",
-            Paging::Blocks => "frozen blocks paged",
+            Paging::Blocks => "blocks paged",
             Paging::BlocksAndEmbeddings => "frozen blocks and embeddings paged",
         };
         write!(
@@ -220,7 +220,8 @@ pub fn estimate(
     let trained = match (shape.training, lora, paging) {
         (true, None, Paging::Blocks | Paging::BlocksAndEmbeddings) => {
             let block = block_bytes(layout, 4);
-            let chunks = 4 * crate::paging::full::UPDATE_CHUNK as u64 * 4;
+            let chunk = crate::paging::full::UPDATE_CHUNK.min(layout.matrix_len()) as u64;
+            let chunks = 4 * chunk * 4;
             resident + vectors * 3 + block + chunks
         }
         (true, _, _) => 4 * trained,

@@ -215,6 +215,46 @@ pub fn export_hf_snapshot(
     write_atomic(&config_path, &config_text)
 }
 
+/// [`export_hf_snapshot`] of weights that are not all in memory: `write(param, out)` writes
+/// parameter `param`'s values (f32, little-endian, [`ParamLayout::slot`]`(param).len` of them)
+/// as it reads them (from a scratch file, say).
+///
+/// # Errors
+/// As [`export_hf_snapshot`]; what `write` fails with.
+pub fn export_hf_snapshot_with(
+    dir: &Path,
+    model: &ModelConfig,
+    layout: &ParamLayout,
+    mut write: impl FnMut(Param, &mut dyn Write) -> io::Result<()>,
+    source_config: Option<&Path>,
+) -> Result<()> {
+    let output = |problem: String| Error::Output { path: dir.to_path_buf(), problem };
+    if ParamLayout::new(model) != *layout {
+        return Err(output("the parameter layout was made for another model".into()));
+    }
+    let config_text = match source_config {
+        Some(source) => source_config_text(source, model)?,
+        None => None,
+    };
+    let config_path = dir.join(MODEL_CONFIG);
+    let config_text = match config_text {
+        Some(text) => text,
+        None => model_config_json(model, &config_path)?.into_bytes(),
+    };
+    let params: Vec<Param> = layout.params().collect();
+    let header: Vec<TensorHeader> = params
+        .iter()
+        .map(|&param| TensorHeader {
+            name: param.name(model.family).to_string(),
+            dtype: DType::F32,
+            shape: hf_shape(model, param),
+        })
+        .collect();
+    create_dir_all(dir)?;
+    write_safetensors_with(&dir.join(MODEL_WEIGHTS), &header, |i, out| write(params[i], out))?;
+    write_atomic(&config_path, &config_text)
+}
+
 /// The bytes of `source` to copy as the snapshot's config.json, or `None` when it is a
 /// multimodal Gemma 3 config (whose text config is generated instead). Refuses a source that
 /// does not describe `model`.

@@ -31,7 +31,7 @@ use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions, Dataset, TextEncoder};
 use crate::energy::{Action, Decision, EnergyOptions, EnergySession, Gate, StepEnergy};
 use crate::error::{Error, Result};
-use crate::export::{export_hf_snapshot, export_peft_adapter};
+use crate::export::{export_hf_snapshot, export_hf_snapshot_with, export_peft_adapter, write_f32s};
 use crate::fsio::{create_dir_all, write_atomic};
 use crate::hf::{load_adapters, read_lora_config};
 use crate::progress::{Progress, peak_rss_bytes};
@@ -524,15 +524,35 @@ fn export<T: GemmRhs + Element + Send + Sync>(
             export_peft_adapter(&args.out, config, layout, adapters, Some(&source.name()))
         }
         Trainable::Full => {
-            let view = trainer.full_weights().expect("full fine-tuning trains f32 weights");
             let source_config = source.config_path().filter(|p| p.exists());
-            export_hf_snapshot(
-                &args.out,
-                config,
-                trainer.model().layout(),
-                view,
-                source_config.as_deref(),
-            )?;
+            let layout = trainer.model().layout();
+            match trainer.full_weights() {
+                Some(view) => {
+                    export_hf_snapshot(&args.out, config, layout, view, source_config.as_deref())?
+                }
+                // Paged: each matrix read out of the scratch file in chunks.
+                None => export_hf_snapshot_with(
+                    &args.out,
+                    config,
+                    layout,
+                    |param, out| {
+                        let slot = layout.slot(param).expect("a parameter of the layout");
+                        if !slot.matrix {
+                            return write_f32s(out, &trainer.weights().vectors[slot.range()]);
+                        }
+                        let mut chunk = vec![0.0f32; slot.len.min(1 << 20)];
+                        for first in (slot.offset..slot.range().end).step_by(chunk.len()) {
+                            let part = &mut chunk[..(slot.range().end - first).min(1 << 20)];
+                            trainer
+                                .read_full_matrices(first..first + part.len(), part)
+                                .map_err(std::io::Error::other)?;
+                            write_f32s(out, part)?;
+                        }
+                        Ok(())
+                    },
+                    source_config.as_deref(),
+                )?,
+            }
             copy_tokenizer_files(tokenizer, &args.out)
         }
     }

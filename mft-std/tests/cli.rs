@@ -341,6 +341,53 @@ fn mem_budget_pages_and_refuses_what_does_not_fit() {
     assert_eq!(MemBudget(smallest - 1).to_string(), mib(smallest - 1));
 }
 
+/// `mft finetune --full --mem-budget`: a budget below what full fine-tuning keeps in memory
+/// pages the blocks' weights, gradients and moments through a scratch file in `--out` (gone
+/// when the run ends), and the snapshot it exports is byte for byte the unpaged run's.
+#[test]
+fn full_fine_tuning_in_a_budget_pages_and_exports_the_same_snapshot() {
+    use mft_std::budget::{StepShape, estimate};
+    let dir = tempfile::tempdir().unwrap();
+    let data = ids_file(dir.path());
+    let mut config = mft_models::ModelConfig::gpt2_with(64, 8, 4);
+    config.vocab = 96;
+    config.max_positions = 32;
+    let snapshot = dir.path().join("model");
+    let weights = mft_std::random::random_weights::<f32>(&config, 5);
+    let params = mft_models::ParamLayout::new(&config);
+    mft_std::export::export_hf_snapshot(&snapshot, &config, &params, weights.as_weights(), None)
+        .unwrap();
+    let model = mft_models::Model::new(config).unwrap();
+    let shape = StepShape { batch: 2, seq: 16, threads: 1, tokenizer_bytes: 0, training: true };
+    let f32 = mft_core::DType::F32;
+    let paged_estimate = estimate(&model, None, f32, shape, 0, mft_models::Paging::Blocks);
+    let resident = estimate(&model, None, f32, shape, 0, mft_models::Paging::Off);
+    assert!(paged_estimate.total() < resident.total(), "{paged_estimate} vs {resident}");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut flags = vec!["--full", "--batch", "2", "--steps", "3", "--eval-fraction", "0"];
+        flags.extend_from_slice(extra);
+        let args = finetune_args(&snapshot, &data, out, &flags);
+        mft(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let plain_out = dir.path().join("plain");
+    let plain = run(&plain_out, &[]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let budget = paged_estimate.total().to_string();
+    let paged_out = dir.path().join("paged");
+    let paged = run(&paged_out, &["--mem-budget", &budget]);
+    assert!(paged.status.success(), "{}", stderr(&paged));
+    let said = stderr(&paged);
+    assert!(said.contains("blocks paged, 0 blocks checkpointed, micro-batches of 2"), "{said}");
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(weights(&paged_out) == weights(&plain_out), "the paged run trained differently");
+    let scratch = std::fs::read_dir(&paged_out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("mft-scratch-"))
+        .count();
+    assert_eq!(scratch, 0, "the scratch file is removed");
+}
+
 /// A paged run (`--mem-budget`, saving every step) killed with SIGKILL at arbitrary moments,
 /// during steps and checkpoint writes alike, always resumes from a readable checkpoint and
 /// ends with the adapter of a run that was never killed.

@@ -35,7 +35,7 @@ use crate::hf::ModelWeights;
 use crate::paging::{PagedBlocks, Piece};
 
 /// Elements the optimizer pass streams at a time (per tensor: weights, gradients, each state).
-pub(crate) const UPDATE_CHUNK: usize = 1 << 20;
+pub(crate) const UPDATE_CHUNK: usize = 1 << 18;
 
 /// Bytes of an f32.
 const F32: u64 = 4;
@@ -50,6 +50,7 @@ struct Scratch {
 impl Scratch {
     fn create(dir: &Path, bytes: u64) -> Result<Scratch> {
         crate::fsio::create_dir_all(dir)?;
+        remove_orphans(dir);
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Io { path, source }
@@ -82,6 +83,27 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the scratch files in `dir` of processes that are gone (killed before they could
+/// remove theirs): nothing reads them, and they are large.
+fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mft-scratch-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if pid != std::process::id() && !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
