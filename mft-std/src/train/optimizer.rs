@@ -114,6 +114,7 @@ impl OptimizerConfig {
     /// `(params, grads, state, parallel)`, the state tensors in the order of
     /// [`Optimizer::state`]. It may be applied to a group whole or piece by piece: each element's
     /// result is the same.
+    #[allow(clippy::type_complexity)] // the update's four operands
     pub(crate) fn update(
         &self,
         kernels: &Kernels,
