@@ -371,13 +371,7 @@ fn run_full(s: &Settings, config: ModelConfig) -> Result<(), String> {
 /// digests: bit-identical weights).
 fn run_full_trainer(s: &Settings, config: ModelConfig) -> Result<(), String> {
     let model = Model::new(config).map_err(|e| e.to_string())?;
-    let shape = StepShape {
-        batch: s.batch,
-        seq: s.seq,
-        threads: s.threads,
-        tokenizer_bytes: 0,
-        training: true,
-    };
+    let shape = step_shape(s);
     let plan = match s.mem_budget {
         Some(budget) => {
             let plan =
@@ -440,6 +434,11 @@ fn run_full_trainer(s: &Settings, config: ModelConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The planner's view of the run.
+fn step_shape(s: &Settings) -> StepShape {
+    StepShape { batch: s.batch, seq: s.seq, threads: s.threads, tokenizer_bytes: 0, training: true }
+}
+
 /// A random checkpoint of `config` in `dtype` under the target directory, written once.
 fn random_checkpoint(s: &Settings, config: &ModelConfig, dtype: DType) -> Result<PathBuf, String> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-weights");
@@ -461,13 +460,7 @@ fn run_lora_in_budget<T: GemmRhs + Element + Send + Sync>(
     budget: MemBudget,
 ) -> Result<(), String> {
     let model = Model::new(config).map_err(|e| e.to_string())?;
-    let shape = StepShape {
-        batch: s.batch,
-        seq: s.seq,
-        threads: s.threads,
-        tokenizer_bytes: 0,
-        training: true,
-    };
+    let shape = step_shape(s);
     let plan =
         budget::plan(&model, Some(layout), T::DTYPE, shape, s.checkpointed_blocks, true, budget)
             .map_err(|e| e.to_string())?;

@@ -185,34 +185,13 @@ pub fn export_hf_snapshot(
             "{buffer} holds {actual} values where the layout has {expected}"
         )));
     }
-    let config_text = match source_config {
-        Some(source) => source_config_text(source, model)?,
-        None => None,
+    let write = |param: Param, out: &mut dyn Write| {
+        let slot = layout.slot(param).expect("params() lists the layout's parameters");
+        let data =
+            if slot.matrix { weights.matrix(layout, param) } else { weights.vector(layout, param) };
+        write_f32s(out, data)
     };
-    let config_path = dir.join(MODEL_CONFIG);
-    let config_text = match config_text {
-        Some(text) => text,
-        None => model_config_json(model, &config_path)?.into_bytes(),
-    };
-    let tensors: Vec<TensorOut<'_>> = layout
-        .params()
-        .map(|param| {
-            let slot = layout.slot(param).expect("params() lists the layout's parameters");
-            let data = if slot.matrix {
-                weights.matrix(layout, param)
-            } else {
-                weights.vector(layout, param)
-            };
-            TensorOut {
-                name: param.name(model.family).to_string(),
-                shape: hf_shape(model, param),
-                data,
-            }
-        })
-        .collect();
-    create_dir_all(dir)?;
-    write_safetensors(&dir.join(MODEL_WEIGHTS), &tensors)?;
-    write_atomic(&config_path, &config_text)
+    export_hf_snapshot_with(dir, model, layout, write, source_config)
 }
 
 /// [`export_hf_snapshot`] of weights that are not all in memory: `write(param, out)` writes
