@@ -151,7 +151,12 @@ impl<T: Element> ModelWeights<T> {
     ///
     /// # Errors
     /// Paged matrices that cannot be read.
-    pub(crate) fn read_block(&self, layout: &ParamLayout, layer: usize, out: &mut [T]) -> Result<()> {
+    pub(crate) fn read_block(
+        &self,
+        layout: &ParamLayout,
+        layer: usize,
+        out: &mut [T],
+    ) -> Result<()> {
         let range = layout.block_matrices(layer);
         match (&self.matrices, &self.paged) {
             (MatrixStorage::Store(store), _) if store.len() == layout.matrix_len() => {
@@ -159,7 +164,9 @@ impl<T: Element> ModelWeights<T> {
             }
             (_, Some(paged)) => paged.read_block_into(layout, layer, out)?,
             (MatrixStorage::Table(table), None) => {
-                for param in layout.params().filter(|p| matches!(p, Param::Layer(l, _) if *l == layer)) {
+                for param in
+                    layout.params().filter(|p| matches!(p, Param::Layer(l, _) if *l == layer))
+                {
                     let slot = layout.slot(param).expect("params() lists the layout's parameters");
                     if slot.matrix {
                         let at = slot.offset - range.start;
@@ -326,10 +333,7 @@ fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
 /// # Errors
 /// Text that is not JSON, a missing or malformed `weight_map`, a file name that is not a
 /// `.safetensors` file of the index's directory, or no tensors at all.
-pub fn parse_index(
-    text: &str,
-    index: &Path,
-) -> Result<BTreeMap<String, Vec<String>>> {
+pub fn parse_index(text: &str, index: &Path) -> Result<BTreeMap<String, Vec<String>>> {
     let json: Value = serde_json::from_str(text).map_err(|source| Error::Json {
         path: index.to_path_buf(),
         line: source.line(),
