@@ -14,8 +14,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FmaPeak, Impl, Problem, Runner, Shape};
+use common::{Impl, Problem, Runner, Shape};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
+use mft_benches::peak::FmaPeak;
 
 /// Thread counts measured.
 const THREADS: [usize; 2] = [1, 2];

@@ -27,7 +27,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use common::primitives::{AttentionBench, LossBench, LossMode};
-use common::{FmaPeak, Impl, Problem, Runner, Shape, Stats, TOLERANCE, relative_error};
+use common::{Impl, Problem, Runner, Shape, Stats, TOLERANCE, relative_error};
+use mft_benches::peak::FmaPeak;
 use mft_kernels::{Kernels, bf16, f16};
 use serde_json::{Value, json};
 

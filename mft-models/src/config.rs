@@ -92,6 +92,10 @@ pub struct ModelConfig {
     pub padding_idx: Option<u32>,
 }
 
+/// The largest width [`ModelConfig::validate`] accepts: vocabulary, hidden and MLP widths,
+/// positions, and the query (or key) heads' width together.
+pub const MAX_WIDTH: usize = 1 << 24;
+
 impl ModelConfig {
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
@@ -143,6 +147,20 @@ impl ModelConfig {
         }
         if self.layers > MAX_LAYERS {
             return invalid("num_hidden_layers", "more than 128 layers");
+        }
+        // Widths bounded so that every tensor's element count, and their sum, fit in 64 bits.
+        let widths = [
+            ("vocab_size", self.vocab),
+            ("hidden_size", self.hidden),
+            ("intermediate_size", self.intermediate),
+            ("max_position_embeddings", self.max_positions),
+            ("head_dim", self.heads.saturating_mul(self.head_dim)),
+            ("head_dim", self.kv_heads.saturating_mul(self.head_dim)),
+        ];
+        for (field, value) in widths {
+            if value > MAX_WIDTH {
+                return invalid(field, "a width beyond 2^24 (16777216): no model is that large");
+            }
         }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return invalid("num_key_value_heads", "does not divide num_attention_heads");
@@ -201,7 +219,8 @@ impl ModelConfig {
             heads,
             kv_heads: heads,
             head_dim: hidden / heads,
-            intermediate: 4 * hidden,
+            // Saturating: a config.json's absurd width is refused by `validate`, not here.
+            intermediate: hidden.saturating_mul(4),
             max_positions: 1024,
             norm_eps: 1e-5,
             tie_embeddings: true,

@@ -107,6 +107,10 @@ impl LoraConfig {
         if self.rank == 0 {
             return Err(Error::InvalidLora { field: "r", problem: "must be positive" });
         }
+        if self.rank > crate::config::MAX_WIDTH {
+            // Beyond any width a model has; the adapters' sizes would overflow.
+            return Err(Error::InvalidLora { field: "r", problem: "is beyond 2^24 (16777216)" });
+        }
         if !self.alpha.is_finite() {
             return Err(Error::InvalidLora { field: "lora_alpha", problem: "must be finite" });
         }

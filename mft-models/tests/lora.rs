@@ -94,6 +94,10 @@ fn rslora_scales_by_the_square_root_of_the_rank() {
     assert_eq!(LoraConfig { rslora: true, ..plain }.scaling(), 2.0);
     assert!(LoraConfig { dropout: 1.0, ..plain }.validate().is_err());
     assert!(LoraConfig { rank: 0, ..plain }.validate().is_err());
+    // Found by fuzzing adapter_config.json: a rank this large overflowed the layout's sizes.
+    assert!(LoraConfig { rank: usize::MAX, ..plain }.validate().is_err());
+    assert!(LoraConfig { rank: (1 << 24) + 1, ..plain }.validate().is_err());
+    assert!(LoraConfig { rank: 1 << 24, ..plain }.validate().is_ok());
 }
 
 #[test]

@@ -852,3 +852,22 @@ fn paged_blocks_give_the_step_of_resident_ones() {
         }
     }
 }
+
+/// Widths whose products overflow 64 bits are refused by `validate` (found by fuzzing
+/// config.json: `ParamLayout::new` overflowed on them).
+#[test]
+fn overflowing_widths_are_refused() {
+    let mut wide = tiny(Family::Qwen2);
+    (wide.heads, wide.kv_heads, wide.head_dim) = (1 << 32, 1, 1 << 32);
+    let mut long = tiny(Family::Gpt2);
+    (long.vocab, long.max_positions) = (1 << 62, 1 << 62);
+    for (config, field) in [(wide, "head_dim"), (long, "vocab_size")] {
+        match Model::new(config) {
+            Err(mft_models::Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+        }
+    }
+    let mut widest = tiny(Family::Gpt2);
+    widest.vocab = mft_models::config::MAX_WIDTH;
+    assert!(Model::new(widest).is_ok(), "the bound itself is accepted");
+}

@@ -169,26 +169,29 @@ pub struct Dataset {
 /// Reads, tokenizes and splits the data file at `path` (see the [module docs](self) for the
 /// formats, what is scored and what is refused).
 pub fn load(path: &Path, encoder: &dyn TextEncoder, options: &DataOptions) -> Result<Dataset> {
-    let bad =
-        |line: usize, problem: String| Error::Data { path: path.to_path_buf(), line, problem };
-    check_options(options).map_err(|problem| bad(0, problem))?;
-    let eos = encoder.eos_id();
-    if eos as usize >= options.vocab {
-        let vocab = options.vocab;
-        return Err(bad(
-            0,
-            format!("the end-of-sequence id {eos} is outside the vocabulary of {vocab}"),
-        ));
-    }
-
+    check_encoder_and_options(path, encoder, options)?;
     let bytes =
         std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    parse(&bytes, path, DataFormat::from_path(path), encoder, options)
+}
+
+/// [`load`] on the bytes of a data file read as `format`; `path` is the file they came from,
+/// named in errors.
+pub fn parse(
+    bytes: &[u8],
+    path: &Path,
+    format: DataFormat,
+    encoder: &dyn TextEncoder,
+    options: &DataOptions,
+) -> Result<Dataset> {
+    let bad =
+        |line: usize, problem: String| Error::Data { path: path.to_path_buf(), line, problem };
+    let eos = check_encoder_and_options(path, encoder, options)?;
     if bytes.is_empty() {
         return Err(bad(0, "the file is empty".into()));
     }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let reader = Reader { encoder, options, eos };
-    let format = DataFormat::from_path(path);
     let mut examples = match format {
         DataFormat::Text => reader.text(bytes),
         DataFormat::Jsonl => reader.jsonl(bytes),
@@ -217,6 +220,25 @@ pub fn load(path: &Path, encoder: &dyn TextEncoder, options: &DataOptions) -> Re
     }
     let eval = examples.split_off(n - held);
     Ok(Dataset { train: examples, eval, source: path.to_path_buf(), format })
+}
+
+/// Refuses options that cannot describe examples, and an end-of-sequence id outside the
+/// vocabulary (errors name `path`); returns that id.
+fn check_encoder_and_options(
+    path: &Path,
+    encoder: &dyn TextEncoder,
+    options: &DataOptions,
+) -> Result<u32> {
+    let bad = |problem: String| Error::Data { path: path.to_path_buf(), line: 0, problem };
+    check_options(options).map_err(bad)?;
+    let eos = encoder.eos_id();
+    if eos as usize >= options.vocab {
+        let vocab = options.vocab;
+        return Err(bad(format!(
+            "the end-of-sequence id {eos} is outside the vocabulary of {vocab}"
+        )));
+    }
+    Ok(eos)
 }
 
 /// Refuses options that cannot describe examples.

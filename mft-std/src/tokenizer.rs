@@ -75,6 +75,13 @@ impl Tokenizer {
         Tokenizer::finish(inner, path.to_path_buf(), family, TokenizerConfig::default())
     }
 
+    /// [`Tokenizer::from_file`] on the bytes of a `tokenizer.json`; `origin` is the file they
+    /// came from, named in errors.
+    pub fn from_json_bytes(bytes: &[u8], origin: &Path, family: Family) -> Result<Tokenizer> {
+        let inner = parse_tokenizer_json(origin, bytes, family)?;
+        Tokenizer::finish(inner, origin.to_path_buf(), family, TokenizerConfig::default())
+    }
+
     /// The token ids of `text`; with `add_special_tokens`, the ones the tokenizer adds around
     /// it too (Gemma's `<bos>`). Special tokens written in the text are matched as tokens.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
@@ -275,20 +282,61 @@ const GEMMA3_IMAGE_TOKEN: &str = "<image_soft_token>";
 fn read_tokenizer_json(path: &Path, family: Family) -> Result<Backend> {
     let bytes =
         std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    parse_tokenizer_json(path, &bytes, family)
+}
+
+/// A tokenizer.json's bytes read after checking that it belongs to `family`.
+fn parse_tokenizer_json(path: &Path, bytes: &[u8], family: Family) -> Result<Backend> {
+    refuse_what_panics(path, bytes)?;
     // A file the tokenizers library reads goes straight to it, the family told from the
     // result: a real vocabulary is tens of MB (Gemma 3's 33 MB), and a `Value` of it first
     // would cost as much again as the tokenizer itself.
-    if let Ok(inner) = serde_json::from_slice::<Backend>(&bytes) {
+    if let Ok(inner) = serde_json::from_slice::<Backend>(bytes) {
         check_family(path, family, &Facts::of_backend(&inner))?;
         return Ok(inner);
     }
     // Any other file is read as JSON first, so that the refusal names what is wrong: not JSON,
     // another family, or not a tokenizer.
-    let value = parse_json(path, &bytes)?;
+    let value = parse_json(path, bytes)?;
     check_family(path, family, &Facts::of_tokenizer_json(&value))?;
     serde_json::from_value(value).map_err(|e| {
         tokenizer_error(path, format!("not a tokenizer the tokenizers library reads: {e}"))
     })
+}
+
+/// The parts of a tokenizer.json that the tokenizers library (0.23) panics on instead of
+/// refusing, read in a first pass that skips everything else without building it.
+#[derive(serde::Deserialize)]
+struct PanicProne {
+    #[serde(default)]
+    normalizer: Option<Value>,
+}
+
+/// Refuses, as errors, the files the tokenizers library panics on (found by fuzzing): any
+/// JSON syntax error (one inside `decoder` panics there), and a `Precompiled` normalizer (at
+/// the top or in a `Sequence`) whose fields do not read.
+fn refuse_what_panics(path: &Path, bytes: &[u8]) -> Result<()> {
+    let prone = match serde_json::from_slice::<PanicProne>(bytes) {
+        Ok(prone) => prone,
+        // Not an object (or a `normalizer` of another type): what the later checks name.
+        Err(e) if e.is_data() => return Ok(()),
+        Err(_) => return parse_json(path, bytes).map(drop),
+    };
+    let mut pending: Vec<&Value> = prone.normalizer.iter().collect();
+    while let Some(step) = pending.pop() {
+        if step["type"] == "Sequence" {
+            pending.extend(step["normalizers"].as_array().into_iter().flatten());
+        } else if step["type"] == "Precompiled" {
+            let read = serde_json::from_value::<tokenizers::normalizers::precompiled::Precompiled>;
+            read(step.clone()).map_err(|e| {
+                tokenizer_error(
+                    path,
+                    format!("normalizer: a Precompiled step that does not read: {e}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// GPT-2's byte-level BPE from vocab.json + merges.txt, as `GPT2Tokenizer` builds it.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use mft_kernels::IGNORE_INDEX;
 use mft_std::data::{
     BatchPosition, Batcher, DataFormat, DataOptions, Dataset, Example, MicroBatch, TextEncoder,
-    eval_batches, load,
+    eval_batches, load, parse,
 };
 use mft_std::{Error, Result};
 
@@ -534,5 +534,27 @@ fn files_without_examples_and_bad_options_are_refused_as_a_whole() {
     match load(&missing, &Bytes, &plain(8)) {
         Err(Error::Io { path, .. }) => assert_eq!(path, missing),
         other => panic!("expected an Io error, got {other:?}"),
+    }
+}
+
+/// `parse` (the bytes entry point the fuzz target drives) is what `load` does after reading the
+/// file, refusals included.
+#[test]
+fn parse_reads_bytes_as_load_reads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DataOptions { eval_fraction: 0.0, ..DataOptions::new(8, VOCAB) };
+    for (name, text) in [
+        ("a.jsonl", "{\"text\": \"hello\"}\n{\"ids\": [3, 4, 5]}\n"),
+        ("b.txt", "one paragraph\n\nanother one\n"),
+        ("c.jsonl", "{\"text\": \"fine\"}\n{\"ids\": [9999]}\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let parsed = parse(text.as_bytes(), &path, DataFormat::from_path(&path), &Bytes, &options);
+        match (load(&path, &Bytes, &options), parsed) {
+            (Ok(loaded), Ok(parsed)) => assert_eq!(loaded, parsed),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{name}: load gave {a:?}, parse {b:?}"),
+        }
     }
 }

@@ -134,6 +134,22 @@ fn invalid_settings_are_refused_naming_the_file() {
     assert_eq!(config_error(parse(&json, Family::Gpt2)), ("lora_alpha".into(), "missing".into()));
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/peft_adapter.rs): a rank this large overflowed the
+/// adapters' layout; it is refused naming the field.
+#[test]
+fn an_absurd_rank_is_refused() {
+    let json = GPT2_ADAPTER.replace(r#""r": 8"#, r#""r": 18446744073709551615"#);
+    let err = parse(&json, Family::Gpt2).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Model { source: mft_models::Error::InvalidLora { field: "r", .. }, .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("2^24"), "{err}");
+}
+
 #[test]
 fn read_lora_config_reads_a_file() {
     let dir = tempfile::tempdir().unwrap();

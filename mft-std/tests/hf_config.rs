@@ -500,3 +500,41 @@ fn read_model_config_reads_a_file_and_names_a_missing_one() {
         other => panic!("expected an Io error, got {other:?}"),
     }
 }
+
+// --- Found by fuzzing (fuzz/fuzz_targets/model_config.rs) -----------------------------------
+
+/// Widths whose products overflow 64 bits are refused naming the field; they panicked (an
+/// overflow in the parameter layout) before.
+#[test]
+fn absurd_widths_are_refused_not_overflowed() {
+    let cases = [
+        (
+            r#"{"model_type":"gpt2","vocab_size":18446744073709551615,"n_positions":1024,"n_embd":4294967296,"n_layer":2,"n_head":1}"#,
+            "vocab_size",
+        ),
+        (
+            r#"{"model_type":"gpt2","vocab_size":4611686018427387904,"n_positions":4611686018427387904,"n_embd":4,"n_layer":2,"n_head":1}"#,
+            "vocab_size",
+        ),
+        (
+            r#"{"model_type":"gpt2","vocab_size":16,"n_positions":16,"n_embd":9223372036854775808,"n_layer":2,"n_head":1}"#,
+            "hidden_size",
+        ),
+        (
+            r#"{"model_type":"qwen2","vocab_size":100,"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4294967296,"num_key_value_heads":1,"head_dim":4294967296,"intermediate_size":64,"max_position_embeddings":64,"rms_norm_eps":1e-6,"rope_theta":10000}"#,
+            "head_dim",
+        ),
+    ];
+    for (json, field) in cases {
+        match parse(json) {
+            Err(Error::Model {
+                source: mft_models::Error::InvalidConfig { field: f, .. }, ..
+            }) => {
+                assert_eq!(f, field, "{json}");
+            }
+            other => panic!("{json}: expected a Model error, got {other:?}"),
+        }
+        let message = parse(json).unwrap_err().to_string();
+        assert!(message.contains("2^24") && !message.contains('\n'), "{message}");
+    }
+}

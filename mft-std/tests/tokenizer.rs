@@ -475,3 +475,49 @@ fn debug_shows_file_family_and_tokens() {
         assert!(text.contains(part), "{part} missing from {text}");
     }
 }
+
+// --- Found by fuzzing (fuzz/fuzz_targets/tokenizer.rs) ---------------------------------------
+
+/// The demo's tokenizer.json, the GPT-2 fixture these tests damage.
+fn demo_json() -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/base/tokenizer.json"))
+        .unwrap()
+}
+
+/// The tokenizers library panics (`expect("Helper")`) on a syntax error inside `decoder`: a file
+/// cut or damaged there is refused as invalid JSON instead.
+#[test]
+fn a_tokenizer_json_broken_inside_its_decoder_is_an_error() {
+    let json = demo_json();
+    let start = json.find("\"decoder\"").unwrap();
+    let end = start + json[start..].find('}').unwrap() + 1;
+    let origin = Path::new("tokenizer.json");
+    for cut in start + 12..end {
+        let err = Tokenizer::from_json_bytes(&json.as_bytes()[..cut], origin, Family::Gpt2)
+            .expect_err("a cut file is refused");
+        assert!(matches!(err, Error::Json { .. }), "cut at {cut}: {err}");
+    }
+    let damaged = json.replacen("\"add_prefix_space\": true,", "\"add_prefix_space\": true,,", 1);
+    let err = Tokenizer::from_json_bytes(damaged.as_bytes(), origin, Family::Gpt2).unwrap_err();
+    assert!(err.to_string().starts_with("tokenizer.json: invalid JSON"), "{err}");
+    Tokenizer::from_json_bytes(json.as_bytes(), origin, Family::Gpt2)
+        .expect("the whole file reads");
+}
+
+/// It panics (`expect("Precompiled")`) on a `Precompiled` normalizer whose fields do not read,
+/// alone or in a `Sequence`: refused naming the normalizer.
+#[test]
+fn a_precompiled_normalizer_that_does_not_read_is_an_error() {
+    let json = demo_json();
+    let bad = r#"{"type": "Precompiled", "precompiled_charsmap": 5}"#;
+    let sequence = format!(r#"{{"type": "Sequence", "normalizers": [{{"type": "NFC"}}, {bad}]}}"#);
+    for normalizer in [bad.to_string(), sequence] {
+        let text =
+            json.replacen("\"normalizer\": null", &format!("\"normalizer\": {normalizer}"), 1);
+        assert_ne!(text, json);
+        let err = Tokenizer::from_json_bytes(text.as_bytes(), Path::new("t.json"), Family::Gpt2)
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("t.json: normalizer: a Precompiled step"), "{message}");
+    }
+}

@@ -1,14 +1,17 @@
 //! Command-line parsing for xtask, by hand to keep xtask free of dependencies.
 
 use crate::cross::QemuCpu;
+use crate::device::DeviceBench;
+use crate::fuzz::{FuzzRun, TARGETS};
 
 pub const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
   ci                       everything CI checks, in order: fmt, tidy, clippy (host and
-                           aarch64), fuzz targets check, host tests, no_std builds,
-                           aarch64 tests under qemu
+                           aarch64), fuzz targets (20 s each), host tests, the Flower
+                           federation test, no_std builds, aarch64 tests under qemu, the
+                           phone bench pipeline (qemu)
   test [--target host]     the workspace tests on this machine
   test --target aarch64 [--sve-vl 128,256,512] [--neon-only]
                            cross-build the tests for aarch64-unknown-linux-gnu (release) and
@@ -24,11 +27,32 @@ commands:
   bench train [--model gpt2] [--mode lora|full] [--batch 4] [--seq 128] [--threads 2]
               [--steps 8] [--warmup 2] [--frozen f32|bf16|f16] [--rank 8]
               [--targets c_attn,c_proj] [--checkpointing | --checkpoint-blocks K]
-              [--json]
+              [--mem-budget SIZE] [--digest] [--json]
                            whole training steps at real shapes with random weights (models:
                            gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b): median
                            and min step time, tokens/s, peak RSS; compare with
                            scripts/torch_step.py (same flags) in the same session
+  bench --device NAME [--serial S] [--suite kernels|train|all] [--model DIR]
+        [--quick | --full] [--threads N] [--steps N] [--power-root DIR] [--json]
+                           build mft-bench for a device profile (pixel8, galaxy-s23,
+                           jetson-orin-nano, host, qemu), push it over adb (with --model:
+                           the checkpoint too, once per content hash), run it there, and
+                           print GEMM GFLOP/s, GPT-2-small LoRA and full fine-tuning step
+                           times, tokens/s, peak RSS, energy and temperatures with the
+                           change against the previous run (kept in target/bench-runs/);
+                           (--power-root: read battery and thermal zones under DIR/sys on
+                           the device); qemu: the same pipeline through a fake adb and
+                           qemu-aarch64
+  phone-check              what CI checks of that pipeline: three qemu runs through the fake
+                           adb (both suites; the train suite with demo/base pushed; again,
+                           demo/base found cached and the run compared with the one before)
+  flower                   the Flower integration test: target/flwr-venv with flwr 1.42.0
+                           (made once), a SuperLink, the app of mft-fl/flower/app and three
+                           mft-fl clients on loopback, one killed and restarted mid-round
+  fuzz [--target T] [--seconds N]
+                           build the cargo-fuzz targets of fuzz/ (nightly, cargo-fuzz) and
+                           run each (or T) for N seconds (default 20), one after the other;
+                           a crash stops the run, its input in fuzz/artifacts/T/
   help                     this text
 
 Arguments after `--` go to the test binaries (a name filter, --nocapture, ...).";
@@ -41,6 +65,10 @@ pub enum Command {
     Test { target: TestTarget, filter: Vec<String> },
     NoStd,
     Bench(Bench),
+    DeviceBench(DeviceBench),
+    PhoneCheck,
+    Flower,
+    Fuzz(FuzzRun),
 }
 
 /// `cargo xtask bench SUITE [flags]`.
@@ -123,8 +151,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "help" | "--help" | "-h" => Ok(Command::Help),
         "ci" => no_more(rest).map(|()| Command::Ci),
         "nostd" => no_more(rest).map(|()| Command::NoStd),
+        "phone-check" => no_more(rest).map(|()| Command::PhoneCheck),
+        "flower" => no_more(rest).map(|()| Command::Flower),
         "test" => parse_test(rest, passthrough),
         "bench" => parse_bench(rest, &passthrough),
+        "fuzz" => match passthrough.first() {
+            Some(arg) => Err(format!("unexpected argument `{arg}` after `--` to `fuzz`")),
+            None => parse_fuzz(rest),
+        },
         other => Err(format!("unknown command `{other}`")),
     }
 }
@@ -191,6 +225,9 @@ fn parse_bench(rest: &[String], passthrough: &[String]) -> Result<Command, Strin
     if let Some(arg) = passthrough.first() {
         return Err(format!("unexpected argument `{arg}` after `--` to `bench`"));
     }
+    if rest.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
+        return parse_device_bench(rest);
+    }
     let Some((suite, flags)) = rest.split_first() else {
         return Err(format!("`bench` needs a suite; the suites are:{}", BenchSuite::list()));
     };
@@ -237,6 +274,96 @@ fn parse_bench(rest: &[String], passthrough: &[String]) -> Result<Command, Strin
     Ok(Command::Bench(bench))
 }
 
+fn parse_fuzz(rest: &[String]) -> Result<Command, String> {
+    let mut run = FuzzRun { targets: TARGETS.map(String::from).to_vec(), seconds: 20 };
+    let mut i = 0;
+    while i < rest.len() {
+        let (flag, inline_value) = match rest[i].split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (rest[i].as_str(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = inline_value.clone() {
+                return Ok(v);
+            }
+            i += 1;
+            rest.get(i).cloned().ok_or_else(|| format!("`{flag}` needs a value"))
+        };
+        match flag {
+            "--target" => {
+                let target = value()?;
+                if !TARGETS.contains(&target.as_str()) {
+                    return Err(format!(
+                        "unknown fuzz target `{target}` (targets: {})",
+                        TARGETS.join(", ")
+                    ));
+                }
+                run.targets = vec![target];
+            }
+            "--seconds" => {
+                let text = value()?;
+                run.seconds = match text.parse::<u64>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(format!("--seconds: `{text}` is not a number of seconds")),
+                };
+            }
+            other => return Err(format!("unexpected argument `{other}` to `fuzz`")),
+        }
+        i += 1;
+    }
+    Ok(Command::Fuzz(run))
+}
+
+/// `bench --device NAME [flags]`: the device's profile is checked when the run starts.
+fn parse_device_bench(rest: &[String]) -> Result<Command, String> {
+    let mut bench = DeviceBench::new("");
+    let mut i = 0;
+    while i < rest.len() {
+        let (flag, inline_value) = match rest[i].split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (rest[i].as_str(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = inline_value.clone() {
+                return Ok(v);
+            }
+            i += 1;
+            rest.get(i).cloned().ok_or_else(|| format!("`{flag}` needs a value"))
+        };
+        let count = |name: &str, text: String| match text.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("{name}: `{text}` is not a positive number")),
+        };
+        match flag {
+            "--device" => bench.device = value()?,
+            "--serial" => bench.serial = Some(value()?),
+            "--suite" => {
+                let suite = value()?;
+                if !["kernels", "train", "all"].contains(&suite.as_str()) {
+                    return Err(format!("--suite: `{suite}` is not kernels, train or all"));
+                }
+                bench.suite = suite;
+            }
+            "--model" => bench.model = Some(value()?.into()),
+            "--quick" if inline_value.is_none() => bench.quick = Some(true),
+            "--full" if inline_value.is_none() => bench.quick = Some(false),
+            "--threads" => bench.threads = Some(count("--threads", value()?)?),
+            "--steps" => bench.steps = Some(count("--steps", value()?)?),
+            "--json" if inline_value.is_none() => bench.json = true,
+            "--power-root" => bench.power_root = Some(value()?),
+            _ => return Err(format!("unexpected argument `{}` to `bench --device`", rest[i])),
+        }
+        i += 1;
+    }
+    if bench.device.is_empty() {
+        return Err("`--device` needs a value".into());
+    }
+    if bench.model.is_some() && bench.suite == "kernels" {
+        return Err("--model is for the train suite; `--suite kernels` trains nothing".into());
+    }
+    Ok(Command::DeviceBench(bench))
+}
+
 /// `1,2` → thread counts, each at least 1.
 fn parse_thread_counts(list: &str) -> Result<Vec<usize>, String> {
     list.split(',')
@@ -270,6 +397,12 @@ mod tests {
     fn parse_str(line: &str) -> Result<Command, String> {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         parse(&args)
+    }
+
+    #[test]
+    fn flower_takes_no_arguments() {
+        assert_eq!(parse_str("flower").unwrap(), Command::Flower);
+        assert!(parse_str("flower --quick").is_err());
     }
 
     #[test]
@@ -375,6 +508,59 @@ mod tests {
         assert!(parse_str("bench kernels --threads 1,x").unwrap_err().contains("`x`"));
         assert!(parse_str("bench kernels --json=yes").unwrap_err().contains("--json=yes"));
         assert!(parse_str("bench kernels -- extra").unwrap_err().contains("extra"));
+    }
+
+    #[test]
+    fn fuzz_runs_every_target_or_one() {
+        let Command::Fuzz(all) = parse_str("fuzz").unwrap() else { panic!("not fuzz") };
+        assert_eq!(all.targets.len(), TARGETS.len());
+        assert_eq!(all.seconds, 20);
+        assert_eq!(
+            parse_str("fuzz --target model_config --seconds=600").unwrap(),
+            Command::Fuzz(FuzzRun { targets: vec!["model_config".into()], seconds: 600 })
+        );
+        assert!(parse_str("fuzz --target nope").unwrap_err().contains("`nope`"));
+        assert!(parse_str("fuzz --seconds 0").unwrap_err().contains("`0`"));
+        assert!(parse_str("fuzz --seconds").unwrap_err().contains("needs a value"));
+        assert!(parse_str("fuzz --jobs 2").unwrap_err().contains("--jobs"));
+        assert!(parse_str("fuzz -- -runs=1").unwrap_err().contains("-runs=1"));
+    }
+
+    #[test]
+    fn bench_device_takes_its_flags() {
+        let Command::DeviceBench(bench) = parse_str("bench --device pixel8").unwrap() else {
+            panic!("not a device bench");
+        };
+        assert_eq!(bench, DeviceBench::new("pixel8"));
+        let Command::DeviceBench(bench) = parse_str(
+            "bench --device=qemu --serial ABC --suite train --model demo/base --quick --threads 2 \
+             --steps 3 --json",
+        )
+        .unwrap() else {
+            panic!("not a device bench");
+        };
+        assert_eq!(
+            bench,
+            DeviceBench {
+                device: "qemu".into(),
+                serial: Some("ABC".into()),
+                suite: "train".into(),
+                model: Some("demo/base".into()),
+                quick: Some(true),
+                threads: Some(2),
+                steps: Some(3),
+                json: true,
+                power_root: None,
+            }
+        );
+        let full = parse_str("bench --device qemu --full").unwrap();
+        assert!(matches!(full, Command::DeviceBench(DeviceBench { quick: Some(false), .. })));
+        assert!(parse_str("bench --device").unwrap_err().contains("needs a value"));
+        assert!(parse_str("bench --device pixel8 --suite fast").unwrap_err().contains("`fast`"));
+        assert!(parse_str("bench --device pixel8 --threads 0").unwrap_err().contains("`0`"));
+        assert!(parse_str("bench --device pixel8 --mode lora").unwrap_err().contains("--mode"));
+        let kernels = parse_str("bench --device pixel8 --suite kernels --model m").unwrap_err();
+        assert!(kernels.contains("train suite"), "{kernels}");
     }
 
     #[test]

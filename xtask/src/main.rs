@@ -1,15 +1,27 @@
 //! `cargo xtask`: every mft workflow as plain Rust, run from the workspace root.
 //!
-//! - `cargo xtask ci`: fmt, tidy, clippy (host and aarch64), fuzz targets check, host tests,
-//!   no_std builds, aarch64 tests under qemu.
+//! - `cargo xtask ci`: fmt, tidy, clippy (host and aarch64), fuzz targets (20 s each), host tests,
+//!   the Flower federation test (`cargo xtask flower`), no_std builds, aarch64 tests under qemu, the phone benchmark's pipeline through the fake
+//!   adb (`device::pipeline_check`).
 //! - `cargo xtask test [--target host|aarch64] [--sve-vl 128,256,512] [--neon-only] [-- FILTER]`
 //! - `cargo xtask nostd`: build the no_std crates for targets without std.
 //! - `cargo xtask bench kernels [--json] [--quick] [--threads 1,2]`: GEMM against its peers and
 //!   the FMA peak, side by side (see `benches/benches/kernels.rs`).
+//! - `cargo xtask bench --device pixel8|galaxy-s23|jetson-orin-nano|host|qemu [...]`: the phone
+//!   benchmark `mft-bench`, built, pushed over adb, run and compared with the previous run (see
+//!   `device/`); `qemu` runs the same pipeline through a fake adb under qemu-aarch64.
+//! - `cargo xtask phone-check`: CI's check of that pipeline (`device::pipeline_check`).
+//! - `cargo xtask flower`: mft-fl against a real Flower SuperLink (flwr 1.42.0 in
+//!   `target/flwr-venv`, see `flower.rs`).
+//! - `cargo xtask fuzz [--target T] [--seconds N]`: the cargo-fuzz targets of `fuzz/`, each for
+//!   N seconds (see `fuzz.rs`).
 
 mod bench;
 mod cli;
 mod cross;
+mod device;
+mod flower;
+mod fuzz;
 mod phase;
 mod preflight;
 mod tidy;
@@ -50,6 +62,16 @@ fn main() -> ExitCode {
                 .and_then(|()| phases.finish())
         }
         Command::Bench(ref request) => bench::run(request),
+        Command::DeviceBench(ref request) => device::run(request),
+        Command::Flower => {
+            let mut phases = Phases::new();
+            flower::run(&mut phases).and_then(|()| phases.finish())
+        }
+        Command::PhoneCheck => {
+            let mut phases = Phases::new();
+            phone_check(&mut phases).and_then(|()| phases.finish())
+        }
+        Command::Fuzz(ref request) => fuzz::run(request),
         Command::NoStd => {
             let mut phases = Phases::new();
             preflight::require(&preflight::no_std_tools())
@@ -72,6 +94,7 @@ fn ci() -> Result<(), Failure> {
     tools.extend(preflight::no_std_tools());
     tools.extend(preflight::cross_tools());
     preflight::require(&tools)?;
+    fuzz::require_tools()?;
 
     let mut phases = Phases::new();
     phases.cargo("fmt", &["fmt", "--all", "--check"], &[])?;
@@ -99,12 +122,23 @@ fn ci() -> Result<(), Failure> {
         ],
         &[],
     )?;
-    // The cargo-fuzz targets are their own workspace; checking them keeps them building.
-    phases.cargo("fuzz targets check", &["check", "--manifest-path", "fuzz/Cargo.toml"], &[])?;
+    // The cargo-fuzz targets are their own workspace: built (nightly, sanitizer) and each run
+    // for a short while; `cargo xtask fuzz --seconds 600` is the long version.
+    phases.run("fuzz targets, 20 s each", || {
+        let all = fuzz::FuzzRun { targets: fuzz::TARGETS.map(String::from).to_vec(), seconds: 20 };
+        fuzz::run(&all).map_err(|failure| failure.0)
+    })?;
     host_tests(&mut phases, &[])?;
+    flower::run(&mut phases)?;
     no_std_builds(&mut phases)?;
     cross::run(&mut phases, &cross::QemuCpu::all(), &[])?;
+    phone_check(&mut phases)?;
     phases.finish()
+}
+
+/// The phone benchmark's whole pipeline, without a phone: fake adb, qemu-aarch64.
+fn phone_check(phases: &mut Phases) -> Result<(), Failure> {
+    phases.run("phone bench pipeline (qemu profile, fake adb)", device::pipeline_check)
 }
 
 fn host_tests(phases: &mut Phases, filter: &[String]) -> Result<(), Failure> {

@@ -56,6 +56,20 @@ pub fn cross_tools() -> Vec<Tool> {
     ]
 }
 
+/// What a static build for a phone needs: the Rust target (rust-lld ships with the toolchain).
+pub fn static_target_tools(target: &str) -> Vec<Tool> {
+    vec![rust_target(target)]
+}
+
+/// What the fake adb of the qemu device profile needs to run the pushed aarch64 binary.
+pub fn fake_device_tools() -> Vec<Tool> {
+    vec![Tool {
+        name: "qemu-aarch64".into(),
+        install: "apt-get install -y qemu-user".into(),
+        present: executable,
+    }]
+}
+
 /// Fail on the first missing tool.
 pub fn require(tools: &[Tool]) -> Result<(), Failure> {
     for tool in tools {

@@ -79,7 +79,7 @@ fn gpt2(f: &Fields<'_>) -> Result<ModelConfig> {
     config.vocab = f.usize("vocab_size")?;
     config.max_positions = f.usize("n_positions")?;
     config.norm_eps = f.f32_or("layer_norm_epsilon", config.norm_eps)?;
-    config.intermediate = f.usize_or("n_inner", 4 * hidden)?;
+    config.intermediate = f.usize_or("n_inner", hidden.saturating_mul(4))?;
     f.one_of("activation_function", "gelu_new", &["gelu_new", "gelu_pytorch_tanh"])?;
     config.tie_embeddings = f.bool_or("tie_word_embeddings", true)?;
     f.refuse_true("scale_attn_by_inverse_layer_idx")?;

@@ -10,5 +10,6 @@ mod fields;
 pub use adapter::{parse_lora_config, read_lora_config};
 pub use checkpoint::{
     ModelWeights, checkpoint_files, load_adapters, load_weights, load_weights_paged,
+    parse_adapters, parse_index,
 };
 pub use config::{parse_model_config, read_model_config};

@@ -108,15 +108,18 @@ pub fn save<T: GemmRhs + Element + Send + Sync>(
     Ok(())
 }
 
-/// Removes the tensors' files of earlier checkpoints in `dir` (all but `current`). A file that
-/// cannot be removed is left: it is never read again.
+/// Removes the tensors' files of earlier checkpoints in `dir` (all but `current`), and the
+/// temporary files of writes that a killed process left (`.NAME.tmp-…`: this save's own writes
+/// are renamed into place by now). A file that cannot be removed is left: it is never read
+/// again.
 fn remove_other_tensors(dir: &Path, current: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let old = name == TENSORS_FILE
-            || (name.starts_with("tensors-step") && name.ends_with(".safetensors"));
+            || (name.starts_with("tensors-step") && name.ends_with(".safetensors"))
+            || (name.starts_with('.') && name.contains(".tmp-"));
         if old && name != current {
             let _ = std::fs::remove_file(entry.path());
         }

@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod optimizer;
+pub mod rounds;
 pub mod schedule;
 
 use std::time::Instant;
@@ -33,6 +34,7 @@ use crate::paging::full::{FullPaging, full_grad_norm};
 use crate::pool::ThreadPool;
 
 pub use optimizer::{Group, Optimizer, OptimizerConfig, OptimizerKind};
+pub use rounds::{Proximal, RoundStart};
 pub use schedule::{Schedule, ScheduleKind};
 
 /// How a run trains.
@@ -123,6 +125,8 @@ pub struct Trainer<T: 'static> {
     /// hold the global matrices, the vectors and the paged blocks; `grads` the globals' and the
     /// vectors'; the optimizer the vectors' state).
     full_paging: Option<FullPaging>,
+    /// FedProx's proximal term of the current federated round ([`rounds`]).
+    proximal: Option<Proximal>,
 }
 
 impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
@@ -248,6 +252,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             micro: vec![MicroBatch::default(); options.grad_accum],
             step: 0,
             full_paging,
+            proximal: None,
         })
     }
 
@@ -360,6 +365,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             grads_stored = true;
             loss_sum += loss.loss as f64 * loss.valid_tokens as f64;
         }
+        rounds::add_proximal_gradient(self.proximal.as_ref(), &self.trainable, &mut self.grads);
         let grad_norm = match &self.trainable {
             // Tensor by tensor, so that paged gradients give the same norm (see
             // `crate::paging::full`).

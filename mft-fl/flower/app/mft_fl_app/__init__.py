@@ -1,0 +1,1 @@
+"""Flower app for federated LoRA fine-tuning with mft-fl clients."""
