@@ -942,12 +942,7 @@ impl Model {
         };
         let block = source.block(layer).map_err(|()| Error::Paging { page: Page::Block(layer) })?;
         self.check_block(&block, layer)?;
-        let base = ctx.weights.matrices;
-        let weights = Weights {
-            matrices: Matrices::Block { layer, block: &block, base: &base },
-            vectors: ctx.weights.vectors,
-        };
-        run(&Ctx { weights, ..*ctx });
+        on_block(ctx, layer, &block, run);
         Ok(())
     }
 
@@ -979,12 +974,7 @@ impl Model {
             });
         }
         let mut grads = Gradients::Block { globals: matrices, layer, block: block_grads, vectors };
-        let base = ctx.weights.matrices;
-        let weights = Weights {
-            matrices: Matrices::Block { layer, block: &block, base: &base },
-            vectors: ctx.weights.vectors,
-        };
-        run(&Ctx { weights, ..*ctx }, &mut grads);
+        on_block(ctx, layer, &block, |ctx| run(ctx, &mut grads));
         Ok(())
     }
 
@@ -1016,6 +1006,21 @@ impl Buffers<'_> {
         let len = if layer < self.checkpointed { self.input_len } else { self.saved_per_block };
         start_of(layer)..start_of(layer) + len
     }
+}
+
+/// Runs `run` with `ctx` reading block `layer`'s matrices from `block` (paged in).
+fn on_block<T>(
+    ctx: &Ctx<'_, T>,
+    layer: usize,
+    block: &[&[T]; LAYER_PARAMS],
+    run: impl FnOnce(&Ctx<'_, T>),
+) {
+    let base = ctx.weights.matrices;
+    let weights = Weights {
+        matrices: Matrices::Block { layer, block, base: &base },
+        vectors: ctx.weights.vectors,
+    };
+    run(&Ctx { weights, ..*ctx });
 }
 
 /// Where the embedding writes: block 0's saved input.
