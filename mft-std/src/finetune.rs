@@ -628,8 +628,11 @@ impl MetricsLog {
         Ok(MetricsLog { file, path: path.to_path_buf() })
     }
 
+    /// Appends `value` as one line in one write, so a kill leaves at most the last line torn.
     fn write(&mut self, value: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{value}")
+        let line = format!("{value}\n");
+        self.file
+            .write_all(line.as_bytes())
             .map_err(|source| Error::Io { path: self.path.clone(), source })
     }
 

@@ -51,15 +51,19 @@ fn losses(dir: &Path) -> Vec<(u64, u32)> {
         .collect()
 }
 
-/// The lines of `dir/metrics.jsonl` of steps up to `step`, as written.
+/// The lines of `dir/metrics.jsonl` of steps up to `step`, as written. A kill may cut the
+/// last line short (a resume drops it); any other line must be whole.
 fn lines_up_to(dir: &Path, step: u64) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+    let count = text.lines().count();
     text.lines()
-        .filter(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).unwrap();
-            value["step"].as_u64().is_some_and(|s| s <= step)
+        .enumerate()
+        .filter(|&(i, line)| match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) => value["step"].as_u64().is_some_and(|s| s <= step),
+            Err(_) if i + 1 == count && !text.ends_with('\n') => false,
+            Err(e) => panic!("{}: line {} is torn: {e}", dir.display(), i + 1),
         })
-        .map(str::to_string)
+        .map(|(_, line)| line.to_string())
         .collect()
 }
 
