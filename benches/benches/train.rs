@@ -10,6 +10,10 @@
 //! `--checkpointing` (all blocks) or `--checkpoint-blocks K` (the first K), `--json` (one JSON object: `median_step_s`, `min_step_s`,
 //! `tokens_per_s`, `peak_rss_bytes`, and the settings).
 //!
+//! `--device cuda` (a build with `--features cuda`, which `cargo xtask bench train --device cuda`
+//! makes): every GEMM is offered to cuBLAS first (LoRA: the frozen store kept on the GPU); with
+//! no usable driver, one notice and the run stays on the CPU. Without the feature, an error.
+//!
 //! `--mem-budget SIZE`: the run `mft finetune --mem-budget` makes. The planner of
 //! [`mft_std::budget`] chooses what is paged, how many blocks are checkpointed and the
 //! micro-batch, and the plan is printed; the weights come from a checkpoint of random weights at
@@ -25,7 +29,7 @@ use std::hash::Hasher;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use mft_kernels::{AdamW, GemmRhs, Kernels, bf16, f16};
+use mft_kernels::{AdamW, GemmOffload, GemmRhs, Kernels, bf16, f16};
 use mft_models::rng::Counter;
 use mft_models::{
     Adapters, Batch, Gradients, LoraConfig, LoraLayout, LoraTargets, Model, ModelConfig, Paging,
@@ -34,6 +38,7 @@ use mft_models::{
 use mft_std::ThreadPool;
 use mft_std::budget::{self, BudgetPlan, MemBudget, StepShape};
 use mft_std::data::{Batcher, Example};
+use mft_std::device::Device;
 use mft_std::finetune::default_targets;
 use mft_std::hf::{load_weights, load_weights_paged};
 use mft_std::mft_core::DType;
@@ -61,6 +66,10 @@ struct Settings {
     mem_budget: Option<MemBudget>,
     json: bool,
     digest: bool,
+    /// `--device cpu|cuda`.
+    device: Device,
+    /// The GEMM backend `device` resolved to (set in `main`).
+    offload: Option<&'static dyn GemmOffload>,
 }
 
 fn parse_args() -> Result<Settings, String> {
@@ -79,6 +88,8 @@ fn parse_args() -> Result<Settings, String> {
         mem_budget: None,
         json: false,
         digest: false,
+        device: Device::Cpu,
+        offload: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -119,6 +130,13 @@ fn parse_args() -> Result<Settings, String> {
                 s.mem_budget = Some(v.parse().map_err(|e| format!("--mem-budget: {e}"))?);
             }
             "--json" => s.json = true,
+            "--device" => {
+                s.device = match value("--device")?.as_str() {
+                    "cpu" => Device::Cpu,
+                    "cuda" => Device::Cuda,
+                    other => return Err(format!("--device: `{other}` is neither cpu nor cuda")),
+                }
+            }
             "--digest" => s.digest = true,
             // cargo bench passes --bench to harness-less targets.
             "--bench" => {}
@@ -180,7 +198,7 @@ impl Bench {
         checkpointed_blocks: usize,
     ) -> Result<Bench, String> {
         let model = Model::new(config).map_err(|e| e.to_string())?;
-        let kernels = Kernels::best();
+        let kernels = Kernels::best().with_gemm_offload(s.offload);
         let pool = ThreadPool::new(s.threads).map_err(|e| e.to_string())?;
         let ids = batch_ids(s, &config);
         let n = ids.len();
@@ -294,6 +312,14 @@ fn run_lora<T: GemmRhs + Element + Send + Sync>(
     let params = *bench.model.layout();
     let matrices: Vec<T> = random_values(params.matrix_len(), 1, 0.02, 0.0);
     let vectors: Vec<f32> = random_values(params.vector_len(), 2, 0.02, 1.0);
+    // The frozen store stays on the offload's device for the whole run (released below).
+    let resident = s.offload.filter(|o| o.keep_resident(T::rhs_data(&matrices)));
+    if resident.is_some() {
+        eprintln!(
+            "{:.0} MB of frozen weights resident on the device",
+            size_of_val(&matrices[..]) as f64 / 1e6
+        );
+    }
     let mut adapters = vec![0.0; layout.len()];
     layout.init(4, &mut adapters);
     let (mut grads, mut m, mut v) =
@@ -321,6 +347,9 @@ fn run_lora<T: GemmRhs + Element + Send + Sync>(
         b.kernels.adamw_step(&b.hyper, step, &mut adapters, &grads, &mut m, &mut v, &b.pool);
         loss.loss
     });
+    if let Some(offload) = resident {
+        offload.release(matrices.as_ptr() as usize);
+    }
     Ok(())
 }
 
@@ -408,6 +437,7 @@ fn run_full_trainer(s: &Settings, config: ModelConfig) -> Result<(), String> {
         Trainer::new(model, weights, Trainable::Full, options, s.threads)
     }
     .map_err(|e| e.to_string())?;
+    trainer.set_gemm_offload(s.offload);
     let examples: Vec<Example> = batch_ids(s, &config)
         .chunks(s.seq)
         .map(|row| Example { ids: row.to_vec(), scored: vec![true; row.len()] })
@@ -532,13 +562,28 @@ fn run_lora_in_budget<T: GemmRhs + Element + Send + Sync>(
 }
 
 fn main() {
-    let settings = match parse_args() {
+    let mut settings = match parse_args() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("train bench: {e}");
             std::process::exit(2);
         }
     };
+    match mft_std::device::select(settings.device) {
+        Ok(selected) => {
+            if let Some(notice) = &selected.notice {
+                eprintln!("{notice}");
+            }
+            if let Some(name) = &selected.device_name {
+                eprintln!("cuda: GEMMs offloaded to {name}");
+            }
+            settings.offload = selected.offload;
+        }
+        Err(e) => {
+            eprintln!("train bench: {e}");
+            std::process::exit(2);
+        }
+    }
     let Some(config) = ModelConfig::preset(&settings.model) else {
         eprintln!(
             "train bench: unknown --model `{}` (gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b)",

@@ -4,7 +4,7 @@
 //! …) as methods on [`Kernels`]; every method takes its outputs and scratch from the caller and
 //! splits row-wise work through a [`crate::Parallel`].
 
-use crate::gemm::Gemm;
+use crate::gemm::{Gemm, GemmOffload};
 use crate::isa::Isa;
 
 /// The primitives of one ISA. Only built for an ISA the CPU supports.
@@ -54,5 +54,12 @@ impl Kernels {
     /// The GEMM of the same ISA.
     pub fn gemm(&self) -> &Gemm {
         &self.gemm
+    }
+
+    /// The same kernels with every GEMM offered to `offload` first (`None`: the CPU only).
+    /// Every product built on [`Kernels::gemm`] (the models' linear layers and adapters, the
+    /// fused LM head) goes through it; the attention's packed products stay on the CPU.
+    pub fn with_gemm_offload(self, offload: Option<&'static dyn GemmOffload>) -> Self {
+        Kernels { gemm: self.gemm.with_offload(offload), ..self }
     }
 }

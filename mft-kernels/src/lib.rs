@@ -15,6 +15,10 @@
 //! kernels are one portable source compiled per ISA (see `vectorize.rs`), with vectorizable
 //! elementary functions from [`math`]. Work is split across threads through [`Parallel`], which
 //! the caller implements (mft-std has a pool).
+//!
+//! Every GEMM can be offered to an offload backend first ([`GemmOffload`],
+//! [`Kernels::with_gemm_offload`]); with the `cuda` feature (which needs `std`), the `cuda`
+//! module is one that runs them through cuBLAS on an NVIDIA GPU.
 #![no_std]
 
 #[cfg(any(test, feature = "std"))]
@@ -23,6 +27,8 @@ extern crate std;
 pub mod activation;
 pub mod attention;
 pub mod bias;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod embedding;
 pub mod gemm;
 pub mod isa;
@@ -39,7 +45,9 @@ mod vectorize;
 
 pub use attention::{AttentionGrads, AttentionInputs, AttentionShape};
 pub use embedding::WriteMode;
-pub use gemm::{Gemm, GemmRhs, Mat, MatMut, gemm, gemm_scratch_len};
+pub use gemm::{
+    Gemm, GemmOffload, GemmRhs, Mat, MatMut, OffloadRhs, RhsData, gemm, gemm_scratch_len,
+};
 pub use isa::{Isa, sve_vector_bits};
 pub use kernels::Kernels;
 pub use loss::{HeadRows, IGNORE_INDEX, LmHeadLoss, LossValue};

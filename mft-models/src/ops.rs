@@ -522,6 +522,13 @@ pub(crate) fn thin_gemm<'a>(
     scratch: &mut [f32],
 ) {
     let (k, n) = (b.rows(), b.cols());
+    // An offload backend takes the product whole (the split below is for CPU threads).
+    if kernels.gemm().offload().is_some() {
+        let mut whole = MatMut::row_major(&mut *c, m, n, n);
+        if kernels.gemm().try_offload(alpha, a_rows(0..m), b, beta, &mut whole) {
+            return;
+        }
+    }
     let tasks = parallel.threads().clamp(1, m.div_ceil(64).max(1));
     let rows_per_task = m.div_ceil(tasks);
     let part_len = kernels.gemm().scratch_len(rows_per_task, n, k, 1);

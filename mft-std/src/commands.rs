@@ -13,6 +13,7 @@ use mft_models::{
 
 use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions};
+use crate::device::{self, Device};
 use crate::error::{Error, Result};
 use crate::finetune::{FinetuneArgs, LoraArgs, default_targets, finetune};
 use crate::generate::{Sampling, generate as generate_tokens};
@@ -394,11 +395,14 @@ pub fn demo_dir() -> PathBuf {
 
 /// The bundled demo: LoRA fine-tuning of the tiny GPT-2 that mft pretrained on the bundled
 /// text, on the bundled question-answering task; eval loss and a generation before and after;
-/// the adapter written to `out` (replaced if it holds an earlier demo run).
+/// the adapter written to `out` (replaced if it holds an earlier demo run). The fine-tuning's
+/// GEMMs go to `device`.
 ///
 /// # Errors
 /// A missing demo directory, or any error of the run.
-pub fn demo(out: &Path, threads: usize, stop: &AtomicBool) -> Result<()> {
+pub fn demo(out: &Path, threads: usize, device: Device, stop: &AtomicBool) -> Result<()> {
+    // A device this build cannot use is refused before any work (finetune prints the notice).
+    device::select(device)?;
     let dir = demo_dir();
     let base = dir.join("base");
     let prompt_path = dir.join("task/prompt.txt");
@@ -463,6 +467,7 @@ pub fn demo(out: &Path, threads: usize, stop: &AtomicBool) -> Result<()> {
         overwrite: true,
         quiet: false,
         energy: crate::energy::EnergyOptions::default(),
+        device,
     };
     let summary = finetune(&args, stop)?;
     let after = Evaluated::load(&args.model, Some(out))?;

@@ -29,6 +29,7 @@ use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets, Paging};
 
 use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions, Dataset, TextEncoder};
+use crate::device::{self, Device, Selected};
 use crate::energy::{Action, Decision, EnergyOptions, EnergySession, Gate, StepEnergy};
 use crate::error::{Error, Result};
 use crate::export::{export_hf_snapshot, export_hf_snapshot_with, export_peft_adapter, write_f32s};
@@ -124,6 +125,8 @@ pub struct FinetuneArgs {
     pub quiet: bool,
     /// Energy and thermal scheduling, and where the battery is read ([`crate::energy`]).
     pub energy: EnergyOptions,
+    /// Where the GEMMs run ([`crate::device`]).
+    pub device: Device,
 }
 
 /// What a run ended with.
@@ -159,14 +162,18 @@ const CHECKPOINT_DIR: &str = "checkpoint";
 /// previous run, a failed write.
 pub fn finetune(args: &FinetuneArgs, stop: &AtomicBool) -> Result<FinetuneSummary> {
     check_out_dir(args)?;
+    let device = device::select(args.device)?;
+    if let Some(notice) = &device.notice {
+        eprintln!("{notice}");
+    }
     let source = ModelSource::parse(&args.model)?;
     if args.full {
-        return run::<f32>(args, source, stop);
+        return run::<f32>(args, source, stop, &device);
     }
     match args.frozen {
-        DType::F32 => run::<f32>(args, source, stop),
-        DType::BF16 => run::<bf16>(args, source, stop),
-        DType::F16 => run::<f16>(args, source, stop),
+        DType::F32 => run::<f32>(args, source, stop, &device),
+        DType::BF16 => run::<bf16>(args, source, stop, &device),
+        DType::F16 => run::<f16>(args, source, stop, &device),
     }
 }
 
@@ -204,6 +211,7 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     args: &FinetuneArgs,
     source: ModelSource,
     stop: &AtomicBool,
+    device: &Selected,
 ) -> Result<FinetuneSummary> {
     let seq = args.seq;
     let (paging, checkpointed_blocks, micro_batch) = match args.mem_budget {
@@ -261,6 +269,7 @@ fn run<T: GemmRhs + Element + Send + Sync>(
     } else {
         Trainer::new(model, weights, trainable, options, args.threads)?
     };
+    let resident = trainer.set_gemm_offload(device.offload);
     let mut batcher =
         data::Batcher::new(dataset.train.clone(), micro_batch, pad, args.seed, !args.no_shuffle);
     let checkpoint_dir = args.out.join(CHECKPOINT_DIR);
@@ -298,6 +307,13 @@ fn run<T: GemmRhs + Element + Send + Sync>(
             "frozen weights: {:.1} MB read in place from the mapped checkpoint (not copied)",
             mapped as f64 / 1e6
         ));
+    }
+    if let Some(name) = &device.device_name {
+        // Printed even with --quiet, as the fallback notice is: which device ran matters.
+        eprintln!(
+            "cuda: GEMMs offloaded to {name}; {:.1} MB of frozen weights resident on it",
+            resident as f64 / 1e6
+        );
     }
     let mut metrics = MetricsLog::open(&args.out.join(METRICS_FILE), &earlier_lines)?;
     let eval_before = if trainer.step_count() == 0 && !dataset.eval.is_empty() {

@@ -6,12 +6,14 @@
 //!   checkpoints) and the main job ([`finetune`]), with its progress and metrics ([`progress`],
 //!   [`svg`]); the smaller commands ([`commands`], [`generate`]).
 //! - Outputs: PEFT adapters and Hugging Face snapshots ([`export`]), written atomically ([`fsio`]).
-//! - The machine: its kernels ([`system`]), the thread pool ([`pool`]), and its battery and
-//!   temperatures ([`energy`]: when to train, on how many threads, and at what energy cost).
+//! - The machine: its kernels ([`system`]), the thread pool ([`pool`]), the GPU the GEMMs may
+//!   go to ([`device`]), and its battery and temperatures ([`energy`]: when to train, on how
+//!   many threads, and at what energy cost).
 
 pub mod budget;
 pub mod commands;
 pub mod data;
+pub mod device;
 pub mod energy;
 pub mod error;
 pub mod export;

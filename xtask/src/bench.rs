@@ -13,6 +13,10 @@ pub fn cargo_args(bench: &Bench) -> Vec<String> {
         ["bench", "-p", "mft-benches", "--bench", bench.suite.bench_target()]
             .map(String::from)
             .to_vec();
+    // `--device cuda` needs the CUDA offload compiled in.
+    if wants_cuda(&bench.extra) {
+        args.extend(["--features", "cuda"].map(String::from));
+    }
     args.push("--".into());
     if bench.json {
         args.push("--json".into());
@@ -26,6 +30,11 @@ pub fn cargo_args(bench: &Bench) -> Vec<String> {
     }
     args.extend(bench.extra.iter().cloned());
     args
+}
+
+/// Whether the suite's own flags ask for `--device cuda`.
+fn wants_cuda(extra: &[String]) -> bool {
+    extra.windows(2).any(|w| w[0] == "--device" && w[1] == "cuda")
 }
 
 /// Run the suite; fails when `cargo bench` does (a build error, or a kernel that gave a wrong
@@ -79,6 +88,11 @@ mod tests {
         assert_eq!(
             cargo_args(&train).join(" "),
             "bench -p mft-benches --bench train -- --json --model gpt2 --threads 2"
+        );
+        let cuda = Bench { extra: vec!["--device".into(), "cuda".into()], ..train };
+        assert_eq!(
+            cargo_args(&cuda).join(" "),
+            "bench -p mft-benches --bench train --features cuda -- --json --device cuda"
         );
     }
 }

@@ -27,11 +27,13 @@ commands:
   bench train [--model gpt2] [--mode lora|full] [--batch 4] [--seq 128] [--threads 2]
               [--steps 8] [--warmup 2] [--frozen f32|bf16|f16] [--rank 8]
               [--targets c_attn,c_proj] [--checkpointing | --checkpoint-blocks K]
-              [--mem-budget SIZE] [--digest] [--json]
+              [--mem-budget SIZE] [--digest] [--json] [--device cpu|cuda]
                            whole training steps at real shapes with random weights (models:
                            gpt2, gpt2-medium, qwen2.5-0.5b, gemma3-270m, gemma3-1b): median
                            and min step time, tokens/s, peak RSS; compare with
                            scripts/torch_step.py (same flags) in the same session
+                           (--device cuda: built with --features cuda, GEMMs on cuBLAS,
+                           the CPU with a notice when no NVIDIA driver loads)
   bench --device NAME [--serial S] [--suite kernels|train|all] [--model DIR]
         [--quick | --full] [--threads N] [--steps N] [--power-root DIR] [--json]
                            build mft-bench for a device profile (pixel8, galaxy-s23,
@@ -225,7 +227,9 @@ fn parse_bench(rest: &[String], passthrough: &[String]) -> Result<Command, Strin
     if let Some(arg) = passthrough.first() {
         return Err(format!("unexpected argument `{arg}` after `--` to `bench`"));
     }
-    if rest.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
+    // `bench --device NAME …` is the phone bench; `bench train --device cpu|cuda` is the suite.
+    let suite_first = rest.first().is_some_and(|a| BenchSuite::ALL.iter().any(|s| s.name() == a));
+    if !suite_first && rest.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
         return parse_device_bench(rest);
     }
     let Some((suite, flags)) = rest.split_first() else {
@@ -524,6 +528,15 @@ mod tests {
         assert!(parse_str("fuzz --seconds").unwrap_err().contains("needs a value"));
         assert!(parse_str("fuzz --jobs 2").unwrap_err().contains("--jobs"));
         assert!(parse_str("fuzz -- -runs=1").unwrap_err().contains("-runs=1"));
+    }
+
+    #[test]
+    fn bench_train_takes_a_compute_device() {
+        let Command::Bench(bench) = parse_str("bench train --device cuda --json").unwrap() else {
+            panic!("not the train suite");
+        };
+        assert_eq!(bench.suite, BenchSuite::Train);
+        assert_eq!(bench.extra, ["--device", "cuda"]);
     }
 
     #[test]

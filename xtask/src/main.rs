@@ -129,6 +129,7 @@ fn ci() -> Result<(), Failure> {
         fuzz::run(&all).map_err(|failure| failure.0)
     })?;
     host_tests(&mut phases, &[])?;
+    cuda_checks(&mut phases)?;
     flower::run(&mut phases)?;
     no_std_builds(&mut phases)?;
     cross::run(&mut phases, &cross::QemuCpu::all(), &[])?;
@@ -139,6 +140,42 @@ fn ci() -> Result<(), Failure> {
 /// The phone benchmark's whole pipeline, without a phone: fake adb, qemu-aarch64.
 fn phone_check(phases: &mut Phases) -> Result<(), Failure> {
     phases.run("phone bench pipeline (qemu profile, fake adb)", device::pipeline_check)
+}
+
+/// The `cuda` feature on a machine without a CUDA toolkit or driver: it must build and lint
+/// clean, its pure logic must pass, and `mft finetune --device cuda` must fall back to the CPU
+/// with one notice and the same adapter as `--device cpu`.
+fn cuda_checks(phases: &mut Phases) -> Result<(), Failure> {
+    let features = "mft-kernels/cuda,mft-std/cuda,mft-benches/cuda";
+    phases.cargo(
+        "clippy --features cuda",
+        &[
+            "clippy",
+            "-p",
+            "mft-kernels",
+            "-p",
+            "mft-std",
+            "-p",
+            "mft-benches",
+            "--all-targets",
+            "--features",
+            features,
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    phases.cargo(
+        "cuda offload logic (no GPU)",
+        &["test", "-p", "mft-kernels", "--features", "cuda", "--lib", "--", "cuda::"],
+        &[],
+    )?;
+    phases.cargo(
+        "--device cuda falls back to the CPU",
+        &["test", "-p", "mft-std", "--features", "cuda", "--lib", "--test", "device", "--", "cuda"],
+        &[],
+    )
 }
 
 fn host_tests(phases: &mut Phases, filter: &[String]) -> Result<(), Failure> {

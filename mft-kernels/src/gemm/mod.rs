@@ -10,6 +10,9 @@
 //! Work is split across threads through [`Parallel`]: each thread takes a range of columns of B
 //! and C.
 //!
+//! A [`Gemm`] may carry an offload backend ([`GemmOffload`], see [`Gemm::with_offload`]): each
+//! product is offered to it first, and runs on the CPU only when it declines.
+//!
 //! ```
 //! use mft_kernels::{Gemm, Mat, MatMut, Sequential};
 //!
@@ -26,6 +29,7 @@
 //! ```
 
 mod driver;
+mod offload;
 mod pack;
 pub(crate) mod packed;
 mod scalar;
@@ -39,6 +43,7 @@ mod neon;
 #[cfg(target_arch = "aarch64")]
 mod sve;
 
+pub use offload::{GemmOffload, OffloadRhs, RhsData};
 pub use pack::GemmRhs;
 
 use crate::isa::Isa;
@@ -80,6 +85,21 @@ impl<'a, T> Mat<'a, T> {
     /// Number of columns.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// The slice the view reads.
+    pub fn data(&self) -> &'a [T] {
+        self.data
+    }
+
+    /// Elements from one row to the next.
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Elements from one column to the next.
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
     }
 
     /// One past the largest index the view reaches (0 when empty), or `None` on overflow.
@@ -126,6 +146,16 @@ impl<'a> MatMut<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+
+    /// Elements from one row to the next.
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// The slice the view writes (elements between rows, past the columns, belong to others).
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.data
+    }
 }
 
 /// Computes a full `mr × nr` tile: `C[i·ldc + j] = alpha·Σₖ a[k·mr + i]·b[k·nr + j] + beta·C[i·ldc + j]`
@@ -170,6 +200,8 @@ pub(crate) const MAX_TILE: usize = 2048;
 pub struct Gemm {
     isa: Isa,
     kernel: MicroKernel,
+    /// The backend asked first ([`Gemm::with_offload`]).
+    offload: Option<&'static dyn GemmOffload>,
 }
 
 impl Gemm {
@@ -193,7 +225,7 @@ impl Gemm {
             _ => return None,
         };
         debug_assert!(kernel.mr * kernel.nr <= MAX_TILE);
-        Some(Gemm { isa, kernel })
+        Some(Gemm { isa, kernel, offload: None })
     }
 
     /// The GEMM of [`Isa::best`].
@@ -208,6 +240,37 @@ impl Gemm {
         self.isa
     }
 
+    /// The same GEMM, offering each product to `offload` first (`None`: the CPU only).
+    pub fn with_offload(self, offload: Option<&'static dyn GemmOffload>) -> Self {
+        Gemm { offload, ..self }
+    }
+
+    /// The offload backend, if one is set.
+    pub fn offload(&self) -> Option<&'static dyn GemmOffload> {
+        self.offload
+    }
+
+    /// Offers `C = alpha·A·B + beta·C` to the offload backend alone; returns whether it ran
+    /// (`false` without a backend, or when it declines, with C untouched). For callers that
+    /// split a product into pieces for the CPU and would rather offload it whole.
+    ///
+    /// # Panics
+    /// On inconsistent operands, as [`Gemm::run`].
+    pub fn try_offload<T: GemmRhs>(
+        &self,
+        alpha: f32,
+        a: Mat<'_, f32>,
+        b: Mat<'_, T>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+    ) -> bool {
+        let Some(offload) = self.offload else {
+            return false;
+        };
+        check_operands(&a, &b, c);
+        offload.gemm(alpha, a, T::offload_rhs(b), beta, c)
+    }
+
     /// The register tile, `(mr, nr)`.
     pub fn tile(&self) -> (usize, usize) {
         (self.kernel.mr, self.kernel.nr)
@@ -220,6 +283,7 @@ impl Gemm {
     }
 
     /// `C = alpha·A·B + beta·C`. With `beta == 0`, C's old contents are ignored (even NaN).
+    /// With an offload backend ([`Gemm::with_offload`]) the product is offered to it first.
     ///
     /// # Panics
     /// These are programming errors, reported before any memory is touched:
@@ -234,7 +298,7 @@ impl Gemm {
         a: Mat<'_, f32>,
         b: Mat<'_, T>,
         beta: f32,
-        c: MatMut<'_>,
+        mut c: MatMut<'_>,
         scratch: &mut [f32],
         parallel: &dyn Parallel,
     ) {
@@ -249,6 +313,11 @@ impl Gemm {
              (see Gemm::scratch_len)",
             scratch.len()
         );
+        if let Some(offload) = self.offload
+            && offload.gemm(alpha, a, T::offload_rhs(b), beta, &mut c)
+        {
+            return;
+        }
         driver::run(self.isa, &self.kernel, alpha, a, b, beta, c, scratch, plan, parallel);
     }
 }

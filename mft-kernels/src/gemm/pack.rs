@@ -4,17 +4,32 @@
 use mft_core::{Element, bf16, f16};
 
 use super::Mat;
+use super::offload::{OffloadRhs, RhsData};
 
 /// An element type B may have. f16 and bf16 are widened to f32 while packing.
 pub trait GemmRhs: Element + Sync {
     /// The value as f32 (exact). Written branch-free so packing loops vectorize.
     fn widen(self) -> f32;
+
+    /// The operand as an offload backend sees it.
+    fn offload_rhs(b: Mat<'_, Self>) -> OffloadRhs<'_>;
+
+    /// A slice as an offload backend sees it.
+    fn rhs_data(data: &[Self]) -> RhsData<'_>;
 }
 
 impl GemmRhs for f32 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self
+    }
+
+    fn offload_rhs(b: Mat<'_, f32>) -> OffloadRhs<'_> {
+        OffloadRhs::F32(b)
+    }
+
+    fn rhs_data(data: &[f32]) -> RhsData<'_> {
+        RhsData::F32(data)
     }
 }
 
@@ -23,9 +38,25 @@ impl GemmRhs for bf16 {
     fn widen(self) -> f32 {
         f32::from_bits((self.to_bits() as u32) << 16)
     }
+
+    fn offload_rhs(b: Mat<'_, bf16>) -> OffloadRhs<'_> {
+        OffloadRhs::Bf16(b)
+    }
+
+    fn rhs_data(data: &[bf16]) -> RhsData<'_> {
+        RhsData::Bf16(data)
+    }
 }
 
 impl GemmRhs for f16 {
+    fn offload_rhs(b: Mat<'_, f16>) -> OffloadRhs<'_> {
+        OffloadRhs::F16(b)
+    }
+
+    fn rhs_data(data: &[f16]) -> RhsData<'_> {
+        RhsData::F16(data)
+    }
+
     /// Written out rather than calling `half`: without `std` or a compile-time `f16c` target
     /// feature, `half` converts element by element through branches, which does not vectorize.
     #[inline(always)]

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use mft_core::DType;
 use mft_std::budget::MemBudget;
 use mft_std::commands::{self, EvalArgs, GenerateArgs, InspectArgs};
+use mft_std::device::Device;
 use mft_std::energy::{EnergyFlags, PAUSED_EXIT_CODE};
 use mft_std::finetune::{FinetuneArgs, LoraArgs, finetune};
 use mft_std::system::{SystemInfo, self_check};
@@ -120,6 +121,10 @@ struct FinetuneFlags {
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where the GEMMs run: cpu, or cuda (an NVIDIA GPU; needs a build with `--features
+    /// cuda`, and falls back to the CPU with a notice when no driver or device is found).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// Keep the data in file order.
     #[arg(long)]
     no_shuffle: bool,
@@ -377,7 +382,8 @@ fn run_finetune(f: FinetuneFlags) -> mft_std::Result<ExitCode> {
     });
     if f.model.is_none() && f.data.is_none() {
         let out = f.out.unwrap_or_else(|| PathBuf::from("mft-demo-out"));
-        return commands::demo(&out, threads(f.threads), &stop).map(|()| ExitCode::SUCCESS);
+        return commands::demo(&out, threads(f.threads), f.device, &stop)
+            .map(|()| ExitCode::SUCCESS);
     }
     let (Some(model), Some(data), Some(out)) = (f.model, f.data, f.out) else {
         eprintln!("mft finetune: give --model, --data and --out (or none of them for the demo)");
@@ -439,6 +445,7 @@ fn run_finetune(f: FinetuneFlags) -> mft_std::Result<ExitCode> {
         overwrite: f.overwrite,
         quiet: f.quiet,
         energy,
+        device: f.device,
     };
     let summary = finetune(&args, &stop)?;
     if f.json {

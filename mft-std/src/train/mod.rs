@@ -21,10 +21,11 @@ pub mod schedule;
 use std::time::Instant;
 
 use mft_core::{DType, Element};
-use mft_kernels::{GemmRhs, Kernels, Parallel};
+use mft_kernels::{GemmOffload, GemmRhs, Kernels, Parallel};
 use mft_models::rng::Counter;
 use mft_models::{
-    Adapters, Gradients, LoraLayout, Model, ModelConfig, ParamLayout, Purpose, StepOptions,
+    Adapters, GlobalParam, Gradients, LoraLayout, Model, ModelConfig, Param, ParamLayout, Purpose,
+    StepOptions,
 };
 
 use crate::data::{Batcher, Example, MicroBatch, eval_batches};
@@ -105,6 +106,24 @@ pub struct EvalReport {
     pub ppl: f64,
 }
 
+/// Frozen weights registered with a GEMM offload backend, released when dropped.
+#[derive(Default)]
+struct Resident {
+    offload: Option<&'static dyn GemmOffload>,
+    /// Addresses of the registered slices.
+    addrs: Vec<usize>,
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        if let Some(offload) = self.offload {
+            for addr in self.addrs.drain(..) {
+                offload.release(addr);
+            }
+        }
+    }
+}
+
 /// A model being trained: weights, trainable tensors, gradients, optimizer, and the workspace.
 pub struct Trainer<T: 'static> {
     model: Model,
@@ -112,6 +131,9 @@ pub struct Trainer<T: 'static> {
     pool: ThreadPool,
     /// The threads the workspace is sized for: [`Trainer::set_threads`] stays within them.
     max_threads: usize,
+    /// Frozen weights kept on the GEMM offload's device (declared before `weights`, so they
+    /// are released before the weights are freed).
+    resident: Resident,
     weights: ModelWeights<T>,
     trainable: Trainable,
     /// Per optimizer group, the gradients.
@@ -245,6 +267,7 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             kernels,
             pool,
             max_threads: threads.max(1),
+            resident: Resident::default(),
             weights,
             trainable,
             options,
@@ -254,6 +277,45 @@ impl<T: GemmRhs + Element + Send + Sync> Trainer<T> {
             full_paging,
             proximal: None,
         })
+    }
+
+    /// Offers every GEMM of the following steps and evaluations to `offload` first (`None`:
+    /// the CPU only). In a LoRA run whose frozen weights are not paged, the weights the GEMMs
+    /// read (the blocks' matrices and the LM head) are registered with the backend to stay on
+    /// its device; they are released when the offload changes or the trainer is dropped.
+    /// Returns the bytes the backend kept resident.
+    pub fn set_gemm_offload(&mut self, offload: Option<&'static dyn GemmOffload>) -> usize {
+        self.resident = Resident::default();
+        self.kernels = self.kernels.with_gemm_offload(offload);
+        let Some(offload) = offload else {
+            return 0;
+        };
+        self.resident.offload = Some(offload);
+        if !matches!(self.trainable, Trainable::Lora { .. }) || self.weights.paged().is_some() {
+            // Trained weights change every step; paged ones change slot contents.
+            return 0;
+        }
+        let layout = *self.model.layout();
+        let tied = self.model.config().tie_embeddings;
+        let weights = self.weights.as_weights();
+        let mut kept = 0;
+        for param in layout.params() {
+            let read_by_gemms = match param {
+                Param::Layer(..) => true,
+                Param::Global(GlobalParam::LmHead) => true,
+                Param::Global(GlobalParam::Embed) => tied,
+                Param::Global(_) => false,
+            };
+            if !read_by_gemms || !layout.slot(param).is_some_and(|s| s.matrix) {
+                continue;
+            }
+            let matrix = weights.matrix(&layout, param);
+            if offload.keep_resident(T::rhs_data(matrix)) {
+                self.resident.addrs.push(matrix.as_ptr() as usize);
+                kept += size_of_val(matrix);
+            }
+        }
+        kept
     }
 
     /// Threads the next step runs on.
