@@ -73,14 +73,19 @@ use crate::vectorize::vectorized;
 pub const BR: usize = 128;
 /// Keys per block left of the diagonal (at least [`BR`]).
 pub const BC: usize = 256;
-/// The diagonal square of a tile is split in two only when it has at least this many rows.
+/// The diagonal square of a tile is cut into this many strips of rows, each against the keys up
+/// to its last row, when it has at least [`SPLIT_MIN`] rows: a strip of `n/s` rows wastes
+/// about `n²/2s²` masked scores, `n²/2s` over the square.
+const DIAGONAL_STRIPS: usize = 4;
+/// The diagonal square of a tile is split only when it has at least this many rows.
 const SPLIT_MIN: usize = 64;
-/// The upper part of a split diagonal square has a multiple of this many rows.
+/// Strips of a split diagonal square start at a multiple of this many rows from its top.
 const SPLIT_ALIGN: usize = 16;
 /// Scores' worth of fixed cost charged per tile when balancing tasks.
 const TILE_OVERHEAD: u64 = 4096;
 
 const _: () = assert!(BC >= BR && BR >= SPLIT_MIN && SPLIT_MIN >= 2 * SPLIT_ALIGN);
+const _: () = assert!(DIAGONAL_STRIPS >= 1 && DIAGONAL_STRIPS < 256);
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -389,7 +394,7 @@ impl Geometry {
     }
 
     /// The blocks of query tile `rows`, in order: full-width blocks left of the diagonal, then
-    /// the diagonal square (split in two when it is large).
+    /// the diagonal square (in [`DIAGONAL_STRIPS`] strips when it is large).
     fn blocks(&self, rows: Range<usize>) -> Blocks {
         Blocks { geo: *self, rows: rows.clone(), next_key: self.first_key(rows.start), diagonal: 0 }
     }
@@ -412,8 +417,8 @@ struct Blocks {
     rows: Range<usize>,
     /// The first key of the next block left of the diagonal.
     next_key: usize,
-    /// Diagonal blocks already produced.
-    diagonal: u8,
+    /// Diagonal strips already produced (or skipped as empty).
+    diagonal: usize,
 }
 
 impl Iterator for Blocks {
@@ -427,15 +432,21 @@ impl Iterator for Blocks {
             self.next_key = k1;
             return Some(Block { r0: q0, r1: q1, k0, k1 });
         }
-        let split = q1 - q0 >= SPLIT_MIN;
-        let qm = if split { q0 + ((q1 - q0) / 2).next_multiple_of(SPLIT_ALIGN) } else { q1 };
-        let blk = match (self.diagonal, split) {
-            (0, _) => Block { r0: q0, r1: qm, k0: self.geo.first_key(q0).max(q0), k1: qm },
-            (1, true) => Block { r0: qm, r1: q1, k0: self.geo.first_key(qm).max(q0), k1: q1 },
-            _ => return None,
+        let n = q1 - q0;
+        let strips = if n >= SPLIT_MIN { DIAGONAL_STRIPS } else { 1 };
+        // Strip `s` starts at row `edge(s)`; rounding may leave a strip empty, which is skipped.
+        let edge = |s: usize| {
+            if s == 0 { q0 } else { q1.min(q0 + (n * s / strips).next_multiple_of(SPLIT_ALIGN)) }
         };
-        self.diagonal += 1;
-        Some(blk)
+        while self.diagonal < strips {
+            let s = self.diagonal;
+            self.diagonal += 1;
+            let (r0, r1) = (edge(s), if s + 1 == strips { q1 } else { edge(s + 1) });
+            if r0 < r1 {
+                return Some(Block { r0, r1, k0: self.geo.first_key(r0).max(q0), k1: r1 });
+            }
+        }
+        None
     }
 }
 
@@ -757,11 +768,12 @@ mod tests {
                         wasted += usize::from(n == 1 && !visible);
                     }
                 }
-                // Without a window only the diagonal square wastes work: about a quarter of it
-                // once split, instead of half.
+                // Without a window only the diagonal square wastes work: about 1/(2·strips) of
+                // it once split, instead of half.
                 let n = rows.len();
                 if window.is_none() && n >= SPLIT_MIN {
-                    assert!(wasted <= n * n / 4 + SPLIT_ALIGN * n, "tile {t} wastes {wasted}");
+                    let bound = n * n / (2 * DIAGONAL_STRIPS) + SPLIT_ALIGN * n;
+                    assert!(wasted <= bound, "tile {t} wastes {wasted}");
                 }
             }
         }
