@@ -21,9 +21,8 @@
 //! # Algorithm
 //! Queries are cut into tiles of [`BR`] rows. For one (batch, head, query tile) the visible keys
 //! form a range, cut into blocks: [`BC`]-wide blocks of keys before the tile, then the diagonal
-//! square split in two (the upper half of the rows against the upper half of the keys, the lower
-//! half against all of them), so about a quarter of the square, not half, is spent on scores the
-//! causal mask removes. Blocks above the diagonal (or left of the window) are never computed;
+//! square cut into [`DIAGONAL_STRIPS`] strips of rows, each against the keys up to its last row,
+//! so about an eighth of the square, not half, is spent on scores the causal mask removes. Blocks above the diagonal (or left of the window) are never computed;
 //! the scores of a block that the masks cut are masked elementwise.
 //!
 //! Every product runs the crate's GEMM micro-kernel on packed operands
