@@ -21,7 +21,7 @@
 //! # Algorithm
 //! Queries are cut into tiles of [`BR`] rows. For one (batch, head, query tile) the visible keys
 //! form a range, cut into blocks: [`BC`]-wide blocks of keys before the tile, then the diagonal
-//! square cut into [`DIAGONAL_STRIPS`] strips of rows, each against the keys up to its last row,
+//! square cut into four strips of rows, each against the keys up to its last row,
 //! so about an eighth of the square, not half, is spent on scores the causal mask removes. Blocks above the diagonal (or left of the window) are never computed;
 //! the scores of a block that the masks cut are masked elementwise.
 //!
