@@ -110,12 +110,12 @@ pub(super) fn run<T: GemmRhs>(
             let mc = uk.mc.min(m - ic);
             for pc in (0..k).step_by(uk.kc) {
                 let kc = uk.kc.min(k - pc);
-                vectorized!(isa, pack_a(&a, ic, mc, pc, kc, mr, a_pack));
+                vectorized!(isa, pack_a(isa, &a, ic, mc, pc, kc, mr, a_pack));
                 // The first depth block applies beta; later ones accumulate onto it.
                 let beta_k = if pc == 0 { beta } else { 1.0 };
                 for jc in (c0..c1).step_by(uk.nc) {
                     let nc = uk.nc.min(c1 - jc);
-                    vectorized!(isa, pack_b(&b, pc, kc, jc, nc, nr, b_pack));
+                    vectorized!(isa, pack_b(isa, &b, pc, kc, jc, nc, nr, b_pack));
                     // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C belong to this team.
                     unsafe {
                         macro_kernel(

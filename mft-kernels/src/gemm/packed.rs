@@ -108,7 +108,7 @@ pub(crate) fn pack_a_full(gemm: &Gemm, a: Mat<'_, f32>, dst: &mut [f32], stride:
     let (m, k, mr) = (a.rows, a.cols, gemm.kernel.mr);
     assert!(stride >= k * mr && fits(dst.len(), m, mr, stride, k), "gemm: pack_a_full");
     for q in 0..m.div_ceil(mr) {
-        pack_a(&a, q * mr, mr.min(m - q * mr), 0, k, mr, &mut dst[q * stride..]);
+        pack_a(gemm.isa, &a, q * mr, mr.min(m - q * mr), 0, k, mr, &mut dst[q * stride..]);
     }
 }
 
@@ -122,7 +122,7 @@ pub(crate) fn pack_b_full(gemm: &Gemm, b: Mat<'_, f32>, dst: &mut [f32], stride:
     let (k, n, nr) = (b.rows, b.cols, gemm.kernel.nr);
     assert!(stride >= k * nr && fits(dst.len(), n, nr, stride, k), "gemm: pack_b_full");
     for q in 0..n.div_ceil(nr) {
-        pack_b(&b, 0, k, q * nr, nr.min(n - q * nr), nr, &mut dst[q * stride..]);
+        pack_b(gemm.isa, &b, 0, k, q * nr, nr.min(n - q * nr), nr, &mut dst[q * stride..]);
     }
 }
 
