@@ -252,7 +252,7 @@ mod x86 {
         width: usize,
     ) {
         let mut k0 = 0;
-        // SAFETY (every access below): within the rows and runs the caller vouches for.
+        // SAFETY: every access below is within the rows and runs the caller vouches for.
         unsafe {
             while k0 + 8 <= kc {
                 let r: [__m256; 8] =
