@@ -193,6 +193,8 @@ fn transpose_rows<T: GemmRhs>(
     width: usize,
 ) {
     const GROUP: usize = 8;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa; // only x86_64 has a SIMD transpose (yet)
     let dst = &mut dst[..kc * width];
     let mut t0 = 0;
     while t0 + GROUP <= rows {
