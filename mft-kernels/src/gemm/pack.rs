@@ -151,6 +151,21 @@ pub(super) fn pack_b<T: GemmRhs>(
             // Rows are contiguous in j: each k copies (and widens) one run of `cols` values.
             for (k, out) in panel.chunks_exact_mut(nr).enumerate() {
                 let start = (p0 + k) * b.row_stride + c0;
+                // The same row of the next panel, which the hardware prefetcher (one run per
+                // row, rows a stride apart) does not fetch ahead.
+                #[cfg(target_arch = "x86_64")]
+                if cols == nr {
+                    let next = b.data.as_ptr().wrapping_add(start + nr) as *const i8;
+                    // SAFETY: a prefetch does not fault, wherever it points.
+                    unsafe {
+                        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                            next,
+                        );
+                        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                            next.wrapping_add(64),
+                        );
+                    }
+                }
                 for (o, &v) in out[..cols].iter_mut().zip(&b.data[start..start + cols]) {
                     *o = v.widen();
                 }
