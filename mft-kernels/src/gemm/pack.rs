@@ -130,6 +130,30 @@ pub(super) fn pack_a(
     }
 }
 
+/// Asks the cache for the 128 bytes from `at` (two lines); a hint, never a fault.
+#[inline(always)]
+fn prefetch_128_bytes(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch does not fault, wherever it points.
+    unsafe {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(at.cast());
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64).cast());
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a prefetch does not fault, wherever it points.
+    unsafe {
+        core::arch::asm!(
+            "prfm pldl1keep, [{at}]",
+            "prfm pldl1keep, [{at}, #64]",
+            at = in(reg) at,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = at;
+}
+
 /// Pack rows `p0..p0 + kc` and columns `j0..j0 + nc` of B into `nr`-column panels: panel `q`
 /// holds, for each `k`, the `nr` values of columns `j0 + q·nr ..`, zero past the last column.
 #[inline(always)]
@@ -153,18 +177,8 @@ pub(super) fn pack_b<T: GemmRhs>(
                 let start = (p0 + k) * b.row_stride + c0;
                 // The same row of the next panel, which the hardware prefetcher (one run per
                 // row, rows a stride apart) does not fetch ahead.
-                #[cfg(target_arch = "x86_64")]
                 if cols == nr {
-                    let next = b.data.as_ptr().wrapping_add(start + nr) as *const i8;
-                    // SAFETY: a prefetch does not fault, wherever it points.
-                    unsafe {
-                        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                            next,
-                        );
-                        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                            next.wrapping_add(64),
-                        );
-                    }
+                    prefetch_128_bytes(b.data.as_ptr().wrapping_add(start + nr).cast());
                 }
                 for (o, &v) in out[..cols].iter_mut().zip(&b.data[start..start + cols]) {
                     *o = v.widen();
@@ -208,8 +222,8 @@ fn transpose_rows<T: GemmRhs>(
     width: usize,
 ) {
     const GROUP: usize = 8;
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = isa; // only x86_64 has a SIMD transpose (yet)
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = isa; // no SIMD transpose for this architecture
     let dst = &mut dst[..kc * width];
     let mut t0 = 0;
     while t0 + GROUP <= rows {
@@ -223,6 +237,19 @@ fn transpose_rows<T: GemmRhs>(
             // `dst` holds `kc` runs of `width ≥ t0 + GROUP`.
             unsafe {
                 x86::transpose_8_rows(f32s.as_ptr(), stride, kc, dst[t0..].as_mut_ptr(), width)
+            };
+            t0 += GROUP;
+            continue;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if matches!(isa, Isa::Neon | Isa::Sve)
+            && let Some(f32s) = T::as_f32(&src[t0 * stride..])
+        {
+            // SAFETY: NEON is part of every aarch64 CPU; the GROUP rows of `kc` values,
+            // `stride` apart, lie in `f32s` (checked by the slicing of `lanes` above), and
+            // `dst` holds `kc` runs of `width ≥ t0 + GROUP`.
+            unsafe {
+                aarch64::transpose_8_rows(f32s.as_ptr(), stride, kc, dst[t0..].as_mut_ptr(), width)
             };
             t0 += GROUP;
             continue;
@@ -305,6 +332,57 @@ mod x86 {
                     _mm256_storeu_ps(dst.add((k0 + k) * width), v);
                 }
                 k0 += 8;
+            }
+            for k in k0..kc {
+                for u in 0..8 {
+                    *dst.add(k * width + u) = *src.add(u * stride + k);
+                }
+            }
+        }
+    }
+}
+
+/// The 8-row transpose of [`transpose_rows`] with NEON: two 4×4 transposes (`trn1`/`trn2` on
+/// 32-bit, then on 64-bit lanes) per 4 values of depth.
+#[cfg(target_arch = "aarch64")]
+mod aarch64 {
+    use core::arch::aarch64::*;
+
+    /// `dst[k·width + u] = src[u·stride + k]` for `u < 8`, `k < kc`.
+    ///
+    /// # Safety
+    /// `src` is valid for reads of 8 rows of `kc` values `stride` apart; `dst` is valid for
+    /// writes of 8 values at each `k·width`, `k < kc`.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn transpose_8_rows(
+        src: *const f32,
+        stride: usize,
+        kc: usize,
+        dst: *mut f32,
+        width: usize,
+    ) {
+        let mut k0 = 0;
+        // SAFETY: every access below is within the rows and runs the caller vouches for.
+        unsafe {
+            while k0 + 4 <= kc {
+                for half in 0..2 {
+                    let row = |u: usize| vld1q_f32(src.add((4 * half + u) * stride + k0));
+                    let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                    let t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1));
+                    let t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+                    let t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3));
+                    let t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+                    let out = [
+                        vtrn1q_f64(t0, t2),
+                        vtrn1q_f64(t1, t3),
+                        vtrn2q_f64(t0, t2),
+                        vtrn2q_f64(t1, t3),
+                    ];
+                    for (k, v) in out.into_iter().enumerate() {
+                        vst1q_f32(dst.add((k0 + k) * width + 4 * half), vreinterpretq_f32_f64(v));
+                    }
+                }
+                k0 += 4;
             }
             for k in k0..kc {
                 for u in 0..8 {
