@@ -222,35 +222,13 @@ fn transpose_rows<T: GemmRhs>(
     width: usize,
 ) {
     const GROUP: usize = 8;
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = isa; // no SIMD transpose for this architecture
     let dst = &mut dst[..kc * width];
     let mut t0 = 0;
     while t0 + GROUP <= rows {
         let lanes: [&[T]; GROUP] = core::array::from_fn(|u| &src[(t0 + u) * stride..][..kc]);
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512)
-            && let Some(f32s) = T::as_f32(&src[t0 * stride..])
+        if let Some(f32s) = T::as_f32(&src[t0 * stride..])
+            && transpose_8_rows_simd(isa, f32s, stride, kc, &mut dst[t0..], width)
         {
-            // SAFETY: AVX2 is supported (the ISA was probed); the GROUP rows of `kc` values,
-            // `stride` apart, lie in `f32s` (checked by the slicing of `lanes` above), and
-            // `dst` holds `kc` runs of `width ≥ t0 + GROUP`.
-            unsafe {
-                x86::transpose_8_rows(f32s.as_ptr(), stride, kc, dst[t0..].as_mut_ptr(), width)
-            };
-            t0 += GROUP;
-            continue;
-        }
-        #[cfg(target_arch = "aarch64")]
-        if matches!(isa, Isa::Neon | Isa::Sve)
-            && let Some(f32s) = T::as_f32(&src[t0 * stride..])
-        {
-            // SAFETY: NEON is part of every aarch64 CPU; the GROUP rows of `kc` values,
-            // `stride` apart, lie in `f32s` (checked by the slicing of `lanes` above), and
-            // `dst` holds `kc` runs of `width ≥ t0 + GROUP`.
-            unsafe {
-                aarch64::transpose_8_rows(f32s.as_ptr(), stride, kc, dst[t0..].as_mut_ptr(), width)
-            };
             t0 += GROUP;
             continue;
         }
@@ -273,6 +251,42 @@ fn transpose_rows<T: GemmRhs>(
             out[rows..].fill(0.0);
         }
     }
+}
+
+/// `dst[k·width + u] = src[u·stride + k]` for `u < 8`, `k < kc` with the SIMD transpose of this
+/// architecture, when `isa` has one: returns whether it ran.
+///
+/// # Panics
+/// If `src` holds fewer than 8 rows of `kc` values `stride` apart, or `dst` fewer than `kc` runs
+/// of 8 values `width` apart.
+#[inline(always)]
+fn transpose_8_rows_simd(
+    isa: Isa,
+    src: &[f32],
+    stride: usize,
+    kc: usize,
+    dst: &mut [f32],
+    width: usize,
+) -> bool {
+    if kc == 0 {
+        return true;
+    }
+    assert!(src.len() >= 7 * stride + kc && width >= 8 && dst.len() >= (kc - 1) * width + 8);
+    let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        // SAFETY: AVX2 is supported (the ISA was probed); the extents were checked above.
+        unsafe { x86::transpose_8_rows(from, stride, kc, to, width) };
+        return true;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(isa, Isa::Neon | Isa::Sve) {
+        // SAFETY: NEON is part of every aarch64 CPU; the extents were checked above.
+        unsafe { aarch64::transpose_8_rows(from, stride, kc, to, width) };
+        return true;
+    }
+    let _ = (isa, from, to);
+    false
 }
 
 /// The 8-row transpose of [`transpose_rows`] with AVX2 shuffles: the scalar loop moves one
