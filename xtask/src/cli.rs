@@ -53,7 +53,7 @@ commands:
                            mft-fl clients on loopback, one killed and restarted mid-round
   fuzz [--target T] [--seconds N]
                            build the cargo-fuzz targets of fuzz/ (nightly, cargo-fuzz) and
-                           run each (or T) for N seconds (default 20), one after the other;
+                           run each (or T) for N seconds (default 20), one per CPU at a time;
                            a crash stops the run, its input in fuzz/artifacts/T/
   help                     this text
 

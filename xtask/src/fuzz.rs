@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz [--target T] [--seconds N]`: builds the cargo-fuzz targets of `fuzz/` once
-//! (nightly, address sanitizer) and runs each (or `T`) for `N` seconds, one after the other.
+//! (nightly, address sanitizer) and runs each (or `T`) for `N` seconds, one per CPU at a time
+//! (each in its own log file when several run at once).
 //!
 //! Each target's corpus is `fuzz/corpus/T/` (kept between runs, not in git); before a run it is
 //! seeded with the target's inputs from [`seeds`]: valid files of the repository (the demo, the
@@ -210,7 +211,8 @@ pub fn require_tools() -> Result<(), Failure> {
     )))
 }
 
-/// Builds the targets, then runs each for its seconds; stops at the first that fails.
+/// Builds the targets, then runs each for its seconds, as many at a time as there are CPUs;
+/// stops after the first batch in which one fails.
 pub fn run(request: &FuzzRun) -> Result<(), Failure> {
     require_tools()?;
     let root = workspace_root();
@@ -225,31 +227,73 @@ pub fn run(request: &FuzzRun) -> Result<(), Failure> {
         )));
     }
     println!("<== fuzz build: ok in {:.1}s", started.elapsed().as_secs_f64());
-    for target in &request.targets {
-        let corpus = root.join("fuzz/corpus").join(target);
-        std::fs::create_dir_all(&corpus)
-            .map_err(|e| Failure(format!("{}: {e}", corpus.display())))?;
-        for (i, seed) in seeds(target).iter().enumerate() {
-            let content = seed.content(&root).map_err(Failure)?;
-            let path = corpus.join(format!("seed-{i}"));
-            std::fs::write(&path, content)
-                .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    // Several targets run side by side, one per CPU (each libFuzzer process is one thread),
+    // their output in a log file each; a single target runs in the foreground.
+    let jobs = if request.targets.len() > 1 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    let logs = target_dir().unwrap_or_else(|| root.join("fuzz/target")).join("logs");
+    for batch in request.targets.chunks(jobs) {
+        let mut running = Vec::new();
+        for target in batch {
+            let corpus = root.join("fuzz/corpus").join(target);
+            std::fs::create_dir_all(&corpus)
+                .map_err(|e| Failure(format!("{}: {e}", corpus.display())))?;
+            for (i, seed) in seeds(target).iter().enumerate() {
+                let content = seed.content(&root).map_err(Failure)?;
+                let path = corpus.join(format!("seed-{i}"));
+                std::fs::write(&path, content)
+                    .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+            }
+            let args = run_args(target, request.seconds);
+            println!(
+                "\n==> fuzz {target} for {} s: cargo +nightly fuzz {}",
+                request.seconds,
+                args.join(" ")
+            );
+            let mut command = cargo_fuzz(&args);
+            let log = if jobs > 1 {
+                std::fs::create_dir_all(&logs)
+                    .map_err(|e| Failure(format!("{}: {e}", logs.display())))?;
+                let path = logs.join(format!("{target}.log"));
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+                let copy =
+                    file.try_clone().map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+                command.stdout(copy).stderr(file);
+                Some(path)
+            } else {
+                None
+            };
+            let child = command.spawn().map_err(|e| Failure(format!("cargo fuzz: {e}")))?;
+            running.push((target, child, log, Instant::now()));
         }
-        let args = run_args(target, request.seconds);
-        println!(
-            "\n==> fuzz {target} for {} s: cargo +nightly fuzz {}",
-            request.seconds,
-            args.join(" ")
-        );
-        let start = Instant::now();
-        let status = cargo_fuzz(&args).status().map_err(|e| Failure(format!("cargo fuzz: {e}")))?;
-        if !status.success() {
-            return Err(Failure(format!(
+        // Every process of the batch is waited for before a failure is reported.
+        let mut failed = None;
+        for (target, mut child, log, start) in running {
+            let status = child.wait().map_err(|e| Failure(format!("cargo fuzz: {e}")))?;
+            if status.success() {
+                println!("<== fuzz {target}: clean for {:.0}s", start.elapsed().as_secs_f64());
+                continue;
+            }
+            if let Some(path) = &log {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                println!("--- the end of {} ---", path.display());
+                for line in &lines[lines.len().saturating_sub(60)..] {
+                    println!("{line}");
+                }
+            }
+            failed.get_or_insert(Failure(format!(
                 "fuzz target {target} failed ({status}): its input is in fuzz/artifacts/{target}/; \
                  replay it with `cargo +nightly fuzz run {target} fuzz/artifacts/{target}/<file>`"
             )));
         }
-        println!("<== fuzz {target}: clean for {:.0}s", start.elapsed().as_secs_f64());
+        if let Some(failure) = failed {
+            return Err(failure);
+        }
     }
     println!(
         "\nall {} fuzz target(s) ran clean ({} s each) in {:.0}s",
