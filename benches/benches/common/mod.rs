@@ -174,19 +174,7 @@ impl Problem {
     }
 }
 
-/// `len` values in [-1, 1) from a xorshift generator seeded with `seed`.
-pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            // 24 random bits → [0, 1) exactly, then to [-1, 1).
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+pub use mft_benches::random_values;
 
 /// `max |got − want| / max |want|`: the error relative to the output's scale.
 pub fn relative_error(got: &[f32], want: &[f32]) -> f64 {

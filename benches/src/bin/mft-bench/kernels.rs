@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use mft_benches::peak::FmaPeak;
+use mft_benches::random_values;
 use mft_kernels::{Gemm, Mat, MatMut, Parallel, Sequential};
 use mft_std::ThreadPool;
 use serde_json::{Value, json};
@@ -91,19 +92,6 @@ fn shapes(quick: bool) -> Vec<Shape> {
     ]
 }
 
-/// `len` values in [-1, 1) from a xorshift generator.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// A shape's operands as the layer stores them, and C.
 struct Problem {
     shape: Shape,
@@ -120,8 +108,8 @@ impl Problem {
         let (m, n, k) = shape.mnk();
         Problem {
             shape,
-            a: values(m * k, 0x9e37_79b9_7f4a_7c15),
-            b: values(k * n, 0xd1b5_4a32_d192_ed03),
+            a: random_values(m * k, 0x9e37_79b9_7f4a_7c15),
+            b: random_values(k * n, 0xd1b5_4a32_d192_ed03),
             c: vec![f32::NAN; m * n],
             scratch: Vec::new(),
         }
