@@ -273,20 +273,27 @@ fn transpose_8_rows_simd(
     }
     assert!(src.len() >= 7 * stride + kc && width >= 8 && dst.len() >= (kc - 1) * width + 8);
     let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
+    #[allow(unused_mut)] // no SIMD transpose on other architectures
+    let mut done: Option<usize> = None;
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: AVX2 is supported (the ISA was probed); the extents were checked above.
-        unsafe { x86::transpose_8_rows(from, stride, kc, to, width) };
-        return true;
+        done = Some(unsafe { x86::transpose_8_rows(from, stride, kc, to, width) });
     }
     #[cfg(target_arch = "aarch64")]
     if matches!(isa, Isa::Neon | Isa::Sve) {
         // SAFETY: NEON is part of every aarch64 CPU; the extents were checked above.
-        unsafe { aarch64::transpose_8_rows(from, stride, kc, to, width) };
-        return true;
+        done = Some(unsafe { aarch64::transpose_8_rows(from, stride, kc, to, width) });
     }
     let _ = (isa, from, to);
-    false
+    let Some(done) = done else { return false };
+    // The depth left over after the whole SIMD blocks.
+    for k in done..kc {
+        for u in 0..8 {
+            dst[k * width + u] = src[u * stride + k];
+        }
+    }
+    true
 }
 
 /// The 8-row transpose of [`transpose_rows`] with AVX2 shuffles: the scalar loop moves one
@@ -296,7 +303,8 @@ fn transpose_8_rows_simd(
 mod x86 {
     use core::arch::x86_64::*;
 
-    /// `dst[k·width + u] = src[u·stride + k]` for `u < 8`, `k < kc`.
+    /// `dst[k·width + u] = src[u·stride + k]` for `u < 8` and `k` below the returned count (the
+    /// whole blocks of `kc`).
     ///
     /// # Safety
     /// AVX2 is supported; `src` is valid for reads of 8 rows of `kc` values `stride` apart;
@@ -308,7 +316,7 @@ mod x86 {
         kc: usize,
         dst: *mut f32,
         width: usize,
-    ) {
+    ) -> usize {
         let mut k0 = 0;
         // SAFETY: every access below is within the rows and runs the caller vouches for.
         unsafe {
@@ -347,12 +355,8 @@ mod x86 {
                 }
                 k0 += 8;
             }
-            for k in k0..kc {
-                for u in 0..8 {
-                    *dst.add(k * width + u) = *src.add(u * stride + k);
-                }
-            }
         }
+        k0
     }
 }
 
@@ -362,7 +366,8 @@ mod x86 {
 mod aarch64 {
     use core::arch::aarch64::*;
 
-    /// `dst[k·width + u] = src[u·stride + k]` for `u < 8`, `k < kc`.
+    /// `dst[k·width + u] = src[u·stride + k]` for `u < 8` and `k` below the returned count (the
+    /// whole blocks of `kc`).
     ///
     /// # Safety
     /// `src` is valid for reads of 8 rows of `kc` values `stride` apart; `dst` is valid for
@@ -374,7 +379,7 @@ mod aarch64 {
         kc: usize,
         dst: *mut f32,
         width: usize,
-    ) {
+    ) -> usize {
         let mut k0 = 0;
         // SAFETY: every access below is within the rows and runs the caller vouches for.
         unsafe {
@@ -398,12 +403,8 @@ mod aarch64 {
                 }
                 k0 += 4;
             }
-            for k in k0..kc {
-                for u in 0..8 {
-                    *dst.add(k * width + u) = *src.add(u * stride + k);
-                }
-            }
         }
+        k0
     }
 }
 
