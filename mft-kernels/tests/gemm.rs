@@ -232,6 +232,56 @@ fn odd_sizes_in_every_layout() {
     }
 }
 
+/// Every row count from 1 to past two tiles, on every ISA: the last row panel of such a product
+/// runs the kernel's short tiles where it has them (rows written straight to C) or a whole tile
+/// into a buffer. The rows of the buffer past C's last row are never touched.
+#[test]
+fn every_row_count_at_a_tile_edge() {
+    for g in gemms() {
+        let (mr, nr) = g.tile();
+        for m in 1..=2 * mr + 1 {
+            for (n, beta) in [(2 * nr, 0.5f32), (nr + 3, 0.0), (nr, -1.0)] {
+                let k = 37;
+                let ldc = n + 1;
+                let a_data = values(m * k, m as u64);
+                let b_data = values(k * n, n as u64);
+                let c0 = values((m + mr) * ldc, 7);
+                let mut c = c0.clone();
+                let mut scratch = vec![0f32; g.scratch_len(m, n, k, 1)];
+                g.run(
+                    1.5,
+                    Mat::row_major(&a_data, m, k, k),
+                    Mat::row_major(&b_data, k, n, n),
+                    beta,
+                    MatMut::row_major(&mut c, m, n, ldc),
+                    &mut scratch,
+                    &Sequential,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k)
+                            .map(|l| a_data[i * k + l] as f64 * b_data[l * n + j] as f64)
+                            .sum();
+                        let want = 1.5 * dot + beta as f64 * c0[i * ldc + j] as f64;
+                        let got = c[i * ldc + j] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-4,
+                            "{} m={m} n={n}: C[{i}][{j}] = {got}, expected {want}",
+                            g.isa()
+                        );
+                    }
+                }
+                let past = (m - 1) * ldc + n;
+                assert!(
+                    c[past..].iter().zip(&c0[past..]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{} m={m} n={n}: written past C",
+                    g.isa()
+                );
+            }
+        }
+    }
+}
+
 /// Depth 0 and alpha 0 leave `beta·C`; empty outputs touch nothing.
 #[test]
 fn degenerate_products() {

@@ -1,5 +1,6 @@
 //! x86_64 AVX2+FMA micro-kernel: a 6×16 tile (12 ymm accumulators, two B vectors, one A
-//! broadcast), 12 FMAs per depth step.
+//! broadcast), 12 FMAs per depth step, and the same tile cut to 2 or 4 rows for the last rows of
+//! a product whose row count is not a multiple of 6.
 
 use core::arch::x86_64::*;
 
@@ -8,8 +9,15 @@ use super::MicroKernel;
 const MR: usize = 6;
 const NR: usize = 16;
 
-pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 384, mc: 1008, nc: 384, run: kernel };
+pub(super) const KERNEL: MicroKernel = MicroKernel {
+    mr: MR,
+    nr: NR,
+    kc: 384,
+    mc: 1008,
+    nc: 384,
+    run: kernel,
+    short: Some(short_kernel),
+};
 
 /// # Safety
 /// See [`super::MicroKernelFn`]; the CPU must support AVX2 and FMA.
@@ -23,10 +31,55 @@ unsafe fn kernel(
     alpha: f32,
     beta: f32,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // SAFETY: as for this function.
+    unsafe { tile::<MR>(MR, kc, a, b, c, ldc, alpha, beta) }
+}
+
+/// # Safety
+/// See [`super::ShortKernelFn`]; the CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn short_kernel(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    // SAFETY: as for this function; each variant computes at least `rows` rows.
+    unsafe {
+        match rows {
+            0..=2 => tile::<2>(rows, kc, a, b, c, ldc, alpha, beta),
+            3..=4 => tile::<4>(rows, kc, a, b, c, ldc, alpha, beta),
+            _ => tile::<MR>(rows, kc, a, b, c, ldc, alpha, beta),
+        }
+    }
+}
+
+/// The first `R` rows of the tile (of an A panel still `MR` values per depth step), of which
+/// the first `rows ≤ R` are written.
+///
+/// # Safety
+/// As [`super::ShortKernelFn`]; `R ≤ MR`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
+unsafe fn tile<const R: usize>(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
-        // SAFETY: each step reads MR floats of the A panel and NR of the B panel (kc steps).
+        // SAFETY: each step reads R ≤ MR floats of the A panel and NR of the B panel (kc steps).
         unsafe {
             let b0 = _mm256_load_ps(b);
             let b1 = _mm256_load_ps(b.add(8));
@@ -41,9 +94,9 @@ unsafe fn kernel(
     }
     let va = _mm256_set1_ps(alpha);
     let vb = _mm256_set1_ps(beta);
-    for (i, row) in acc.iter().enumerate() {
+    for (i, row) in acc.iter().enumerate().take(rows) {
         for (h, &v) in row.iter().enumerate() {
-            // SAFETY: row i, columns 8h..8h+8 lie inside the tile.
+            // SAFETY: row i < rows, columns 8h..8h+8 lie inside the tile.
             unsafe {
                 let out = c.add(i * ldc + 8 * h);
                 let r = if beta == 0.0 {

@@ -1,5 +1,7 @@
 //! x86_64 AVX-512F micro-kernel: a 12×32 tile (24 zmm accumulators, two B vectors, A values
-//! broadcast from memory), 24 FMAs per depth step.
+//! broadcast from memory), 24 FMAs per depth step, and the same tile cut to 4 or 8 rows for the
+//! last rows of a product whose row count is not a multiple of 12 (a head dimension of 64 ends
+//! in 4 rows: the full tile would spend two thirds of that panel's FMAs on zero padding).
 
 use core::arch::x86_64::*;
 
@@ -8,8 +10,15 @@ use super::MicroKernel;
 const MR: usize = 12;
 const NR: usize = 32;
 
-pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 384, mc: 1008, nc: 384, run: kernel };
+pub(super) const KERNEL: MicroKernel = MicroKernel {
+    mr: MR,
+    nr: NR,
+    kc: 384,
+    mc: 1008,
+    nc: 384,
+    run: kernel,
+    short: Some(short_kernel),
+};
 
 /// # Safety
 /// See [`super::MicroKernelFn`]; the CPU must support AVX-512F.
@@ -23,16 +32,61 @@ unsafe fn kernel(
     alpha: f32,
     beta: f32,
 ) {
+    // SAFETY: as for this function.
+    unsafe { tile::<MR>(MR, kc, a, b, c, ldc, alpha, beta) }
+}
+
+/// # Safety
+/// See [`super::ShortKernelFn`]; the CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn short_kernel(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    // SAFETY: as for this function; each variant computes at least `rows` rows.
+    unsafe {
+        match rows {
+            0..=4 => tile::<4>(rows, kc, a, b, c, ldc, alpha, beta),
+            5..=8 => tile::<8>(rows, kc, a, b, c, ldc, alpha, beta),
+            _ => tile::<MR>(rows, kc, a, b, c, ldc, alpha, beta),
+        }
+    }
+}
+
+/// The first `R` rows of the tile (of an A panel still `MR` values per depth step), of which
+/// the first `rows ≤ R` are written.
+///
+/// # Safety
+/// As [`super::ShortKernelFn`]; `R ≤ MR`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
+unsafe fn tile<const R: usize>(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
     // Start fetching the C tile now; it is needed only after the depth loop.
-    for i in 0..MR {
+    for i in 0..rows {
         let row = c.wrapping_add(i * ldc) as *const i8;
         _mm_prefetch::<_MM_HINT_T0>(row);
         _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
-        // SAFETY: each step reads MR floats of the A panel and NR of the B panel (kc steps).
+        // SAFETY: each step reads R ≤ MR floats of the A panel and NR of the B panel (kc steps).
         unsafe {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
@@ -47,9 +101,9 @@ unsafe fn kernel(
     }
     let va = _mm512_set1_ps(alpha);
     let vb = _mm512_set1_ps(beta);
-    for (i, row) in acc.iter().enumerate() {
+    for (i, row) in acc.iter().enumerate().take(rows) {
         for (h, &v) in row.iter().enumerate() {
-            // SAFETY: row i, columns 16h..16h+16 lie inside the tile.
+            // SAFETY: row i < rows, columns 16h..16h+16 lie inside the tile.
             unsafe {
                 let out = c.add(i * ldc + 16 * h);
                 let r = if beta == 0.0 {

@@ -193,6 +193,9 @@ pub(super) unsafe fn macro_kernel(
             if rows == mr && cols == nr {
                 // SAFETY: full tile; the panels hold kc·mr and kc·nr floats, aligned (caller).
                 unsafe { (uk.run)(kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
+            } else if let Some(short) = uk.short.filter(|_| cols == nr) {
+                // SAFETY: as above, for the tile's first `rows` rows, which lie inside C.
+                unsafe { short(rows, kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
             } else {
                 // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).
                 unsafe { (uk.run)(kc, a_panel, b_panel, tile.as_mut_ptr(), nr, alpha, 0.0) };

@@ -175,6 +175,25 @@ pub(crate) type MicroKernelFn = unsafe fn(
     beta: f32,
 );
 
+/// Computes the first `rows` rows (`rows < mr`) of a tile, all `nr` columns, and writes only
+/// them: [`MicroKernelFn`] for the last row panel of a product whose row count is not a multiple
+/// of `mr`, without spending FMAs on the panel's zero padding. The A panel keeps its layout (`mr`
+/// floats per depth step).
+///
+/// # Safety
+/// As [`MicroKernelFn`], with `c` valid for reads and writes of the first `rows` rows only.
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
+pub(crate) type ShortKernelFn = unsafe fn(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+);
+
 /// A micro-kernel with its tile and the cache blocking that suits it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MicroKernel {
@@ -190,6 +209,9 @@ pub(crate) struct MicroKernel {
     pub nc: usize,
     /// The tile routine.
     pub run: MicroKernelFn,
+    /// The routine for a tile's first rows, where the ISA has one (else edge tiles run `run`
+    /// into a buffer).
+    pub short: Option<ShortKernelFn>,
 }
 
 /// The largest tile (`mr·nr`) any kernel uses: edge tiles are computed into a buffer this size.

@@ -9,7 +9,7 @@ const MR: usize = 8;
 const NR: usize = 12;
 
 pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 1024, nc: 384, run: kernel };
+    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 1024, nc: 384, run: kernel, short: None };
 
 /// # Safety
 /// See [`super::MicroKernelFn`]; the CPU must support NEON.

@@ -180,8 +180,10 @@ pub(crate) fn run_packed(
 
 /// `C = alpha·A·B` for packed `A` (`m × k`) and `B` (`k × n`), written as a packed B operand of
 /// depth `m` (for a product that contracts over C's rows): panel `q` (columns `q·nr ..`) at
-/// `dst[q·dst_stride ..]`, row `i` of it at `i·nr`. Whole tiles are written, so rows up to `m`
-/// rounded up to `mr`, and columns up to `n` rounded up to `nr`, hold the product of the padding.
+/// `dst[q·dst_stride ..]`, row `i` of it at `i·nr`. Whole tiles are written: rows past `m` (up
+/// to a multiple of `mr`) hold zeros (the product of A's zero padding, or zeros written by a
+/// kernel that skips those rows), and columns past `n` (up to a multiple of `nr`) the product of
+/// B's padding.
 ///
 /// # Panics
 /// As [`run_packed`], and if `dst_stride < round_up(m, mr)·nr` or `dst` is too short.
@@ -213,7 +215,16 @@ pub(crate) fn run_packed_to_panels(
         let b_panel = b.data[q * b.stride..].as_ptr();
         for ir in (0..m).step_by(mr) {
             let a_panel = a.data[(ir / mr) * a.stride..].as_ptr();
-            let out = dst[q * dst_stride + ir * nr..][..mr * nr].as_mut_ptr();
+            let tile = &mut dst[q * dst_stride + ir * nr..][..mr * nr];
+            let out = tile.as_mut_ptr();
+            let rows = mr.min(m - ir);
+            if let Some(short) = uk.short.filter(|_| rows < mr) {
+                // SAFETY: as below, for the tile's first `rows` rows.
+                unsafe { short(rows, k, a_panel, b_panel, out, nr, alpha, 0.0) };
+                // The padding rows' product, as the whole tile would have written it.
+                tile[rows * nr..].fill(0.0);
+                continue;
+            }
             // SAFETY: the panels hold `k` steps (checked above); `out` is a whole `mr × nr`
             // tile with rows `nr` apart inside `dst`.
             unsafe { (uk.run)(k, a_panel, b_panel, out, nr, alpha, 0.0) };

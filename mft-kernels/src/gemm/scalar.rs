@@ -6,7 +6,7 @@ const MR: usize = 4;
 const NR: usize = 4;
 
 pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 256, nc: 256, run: kernel };
+    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 256, nc: 256, run: kernel, short: None };
 
 /// # Safety
 /// See [`super::MicroKernelFn`].
