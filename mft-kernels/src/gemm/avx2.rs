@@ -38,6 +38,7 @@ unsafe fn kernel(
 /// # Safety
 /// See [`super::ShortKernelFn`]; the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
 unsafe fn short_kernel(
     rows: usize,
     kc: usize,

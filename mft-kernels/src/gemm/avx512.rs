@@ -39,6 +39,7 @@ unsafe fn kernel(
 /// # Safety
 /// See [`super::ShortKernelFn`]; the CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
 unsafe fn short_kernel(
     rows: usize,
     kc: usize,
