@@ -21,14 +21,17 @@
 //! # Algorithm
 //! Queries are cut into tiles of [`BR`] rows. For one (batch, head, query tile) the visible keys
 //! form a range, cut into blocks: [`BC`]-wide blocks of keys before the tile, then the diagonal
-//! square cut into four strips of rows, each against the keys up to its last row,
-//! so about an eighth of the square, not half, is spent on scores the causal mask removes. Blocks above the diagonal (or left of the window) are never computed;
-//! the scores of a block that the masks cut are masked elementwise.
+//! square cut into four strips of rows, each against the keys up to its last row, so about an
+//! eighth of the square, not half, is spent on scores the causal mask removes. Blocks above the
+//! diagonal (or left of the window) are never computed; the scores of a block that the masks cut
+//! are masked elementwise.
 //!
 //! Every product runs the crate's GEMM micro-kernel on packed operands
 //! (`gemm::packed`, on the task's thread), so that nothing is packed once per product:
 //! `K` and `V` of a key/value head are packed once for all its heads and tiles, `Q` and `dO` once
-//! per tile, and the score-sized operands are never packed at all: the score product writes its
+//! per tile (a strip starts on a whole panel of them: the strips' rows are aligned to the panel
+//! width the pass reads them in), and the score-sized operands are never packed at all: the
+//! score product writes its
 //! tiles straight in the panel layout the next product reads, and the elementwise passes (mask,
 //! softmax, `dS`) work in place in it. A block's products start at the last key at or before its
 //! first that is a multiple of a small alignment (so a packed head can be read from a whole
@@ -78,7 +81,8 @@ pub const BC: usize = 256;
 const DIAGONAL_STRIPS: usize = 4;
 /// The diagonal square of a tile is split only when it has at least this many rows.
 const SPLIT_MIN: usize = 64;
-/// Strips of a split diagonal square start at a multiple of this many rows from its top.
+/// The row alignment of the strips of a split diagonal square when balancing tasks (the passes
+/// align them to their panels, [`strip_align`]).
 const SPLIT_ALIGN: usize = 16;
 /// Scores' worth of fixed cost charged per tile when balancing tasks.
 const TILE_OVERHEAD: u64 = 4096;
@@ -393,15 +397,17 @@ impl Geometry {
     }
 
     /// The blocks of query tile `rows`, in order: full-width blocks left of the diagonal, then
-    /// the diagonal square (in [`DIAGONAL_STRIPS`] strips when it is large).
-    fn blocks(&self, rows: Range<usize>) -> Blocks {
-        Blocks { geo: *self, rows: rows.clone(), next_key: self.first_key(rows.start), diagonal: 0 }
+    /// the diagonal square (in [`DIAGONAL_STRIPS`] strips when it is large, starting at multiples
+    /// of `align` rows from the tile's top).
+    fn blocks(&self, rows: Range<usize>, align: usize) -> Blocks {
+        let next_key = self.first_key(rows.start);
+        Blocks { geo: *self, rows, align, next_key, diagonal: 0 }
     }
 
     /// What tile `t` costs, in scores computed plus a fixed charge.
     fn tile_cost(&self, t: usize) -> u64 {
         let mut cost = TILE_OVERHEAD;
-        for blk in self.blocks(self.tile(t)) {
+        for blk in self.blocks(self.tile(t), SPLIT_ALIGN) {
             cost += ((blk.r1 - blk.r0) * (blk.k1 - blk.k0)) as u64;
         }
         cost
@@ -414,6 +420,8 @@ impl Geometry {
 struct Blocks {
     geo: Geometry,
     rows: Range<usize>,
+    /// Strips start at multiples of this many rows from the tile's top.
+    align: usize,
     /// The first key of the next block left of the diagonal.
     next_key: usize,
     /// Diagonal strips already produced (or skipped as empty).
@@ -435,7 +443,7 @@ impl Iterator for Blocks {
         let strips = if n >= SPLIT_MIN { DIAGONAL_STRIPS } else { 1 };
         // Strip `s` starts at row `edge(s)`; rounding may leave a strip empty, which is skipped.
         let edge = |s: usize| {
-            if s == 0 { q0 } else { q1.min(q0 + (n * s / strips).next_multiple_of(SPLIT_ALIGN)) }
+            if s == 0 { q0 } else { q1.min(q0 + (n * s / strips).next_multiple_of(self.align)) }
         };
         while self.diagonal < strips {
             let s = self.diagonal;
@@ -539,6 +547,15 @@ fn check_inputs(what: &str, shape: &AttentionShape, x: &AttentionInputs<'_>) {
     if let Some(mask) = x.key_mask {
         check_len(what, "key_mask", mask.len(), shape.mask_len(), shape);
     }
+}
+
+/// Strips of a split diagonal square start at a multiple of this many rows from the tile's top,
+/// for a pass that packs the tile's queries in panels `width` wide: a strip then reads whole
+/// panels of the tile's one packing, and (as for keys, [`key_align`]) a depth offset of
+/// `row·width` floats in panels the other way round stays on a 64-byte boundary.
+/// (A coarse alignment merges strips: fewer of them, more masked work, the same result.)
+fn strip_align(width: usize) -> usize {
+    key_align(width)
 }
 
 /// The first multiple of this at or below a block's first key is where its packed products
@@ -745,12 +762,13 @@ mod tests {
         {
             let shape = AttentionShape::new(1, seq, 1, 1, 4).with_window(window);
             let geo = Geometry::new(&shape);
-            for t in 0..geo.tiles {
+            for (t, align) in (0..geo.tiles).flat_map(|t| [8, 12, 24, 32].map(|a| (t, a))) {
                 let rows = geo.tile(t);
                 // How many times each (row, key) is covered by a block of the tile.
                 let mut covered = std::vec![0u8; rows.len() * seq];
-                for blk in geo.blocks(rows.clone()) {
+                for blk in geo.blocks(rows.clone(), align) {
                     assert!(blk.r0 < blk.r1 && blk.k0 < blk.k1 && blk.k1 - blk.k0 <= BC);
+                    assert!((blk.r0 - rows.start).is_multiple_of(align), "strip at {}", blk.r0);
                     for i in blk.r0..blk.r1 {
                         for j in blk.k0..blk.k1 {
                             covered[(i - rows.start) * seq + j] += 1;
@@ -771,8 +789,8 @@ mod tests {
                 // it once split, instead of half.
                 let n = rows.len();
                 if window.is_none() && n >= SPLIT_MIN {
-                    let bound = n * n / (2 * DIAGONAL_STRIPS) + SPLIT_ALIGN * n;
-                    assert!(wasted <= bound, "tile {t} wastes {wasted}");
+                    let bound = n * n / (2 * DIAGONAL_STRIPS) + align * n;
+                    assert!(wasted <= bound, "tile {t}, strips {align}-aligned, wastes {wasted}");
                 }
             }
         }

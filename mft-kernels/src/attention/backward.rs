@@ -1,31 +1,33 @@
-//! The attention backward of one task, and the sum of the `dk`/`dv` partials that tasks leave
-//! when they split a key/value group between them.
+//! The attention backward of one task, and the sum of the `dk`/`dv` partials that tasks leave when
+//! they split a key/value group between them.
 //!
-//! Per block (queries as rows): `S = scale·Q·Kᵀ`, `P = exp(S − lse)` (0 where masked),
-//! `dVᵀ += dOᵀ·P`, `dP = dO·Vᵀ`, `dS = P ∘ (dP − D)`, `dKᵀ += scale·Qᵀ·dS`, `dQ += scale·dS·K`.
-//! The products run on packed operands ([`crate::gemm::packed`]): `Kᵀ`, `Vᵀ` (B panels over
-//! keys) and `K` (B panels over `head_dim`, read from the block's first key on) are packed once
-//! per key/value group; `Qᵀ` and `dOᵀ` (A panels over `head_dim`, read from the block's first
-//! row on) once per tile; `Q` and `dO` (A panels over queries) once per tile and row offset. `P`
-//! and `dP` are written straight as B panels over the keys, where `P` and `dS` are computed in
-//! place and read as they stand by `dVᵀ += dOᵀ·P` and `dKᵀ += scale·Qᵀ·dS`; only `dQ += dS·K`,
-//! which contracts over the keys, needs `dS` repacked (as A panels over the queries).
+//! Per block (queries as rows): `S = scale·Q·Kᵀ`, `P = exp(S − lse)` (0 where masked), `dVᵀ +=
+//! dOᵀ·P`, `dP = dO·Vᵀ`, `dS = P ∘ (dP − D)`, `dKᵀ += scale·Qᵀ·dS`, `dQ += scale·dS·K`. The
+//! products run on packed operands ([`crate::gemm::packed`]): `Kᵀ`, `Vᵀ` (B panels over keys) and
+//! `K` (B panels over `head_dim`, read from the block's first key on) are packed once per key/value
+//! group; `Qᵀ` and `dOᵀ` (A panels over `head_dim`, read from the block's first row on) once per
+//! tile; `Q` and `dO` (A panels over queries) once per tile, each block reading them from the panel
+//! of its first row (strips are aligned to `mr` rows). `P` and `dP` are written straight as B
+//! panels over the keys, where `P` and `dS` are computed in place and read as they stand by `dVᵀ +=
+//! dOᵀ·P` and `dKᵀ += scale·Qᵀ·dS`; only `dQ += dS·K`, which contracts over the keys, needs `dS`
+//! repacked (as A panels over the queries).
 //!
 //! A task walks its (batch, head, query tile) items in order; consecutive items of the same
 //! key/value group (batch, kv head) share one pair of `dKᵀ`/`dVᵀ` accumulators (`head_dim × seq`
-//! each, in a slot of the task's scratch). When the group is done, a task that ran all of its
-//! items writes them (transposed) to `dk`/`dv`; otherwise they stay in the slot (slot 0 for the
-//! task's first group, slot 1 for its last) for [`Backward::reduce_shared`].
+//! each, in a slot of the task's scratch). When the group is done, a task that ran all of its items
+//! writes them (transposed) to `dk`/`dv`; otherwise they stay in the slot (slot 0 for the task's
+//! first group, slot 1 for its last) for [`Backward::reduce_shared`].
 //!
-//! Scratch per task ([`Backward::task_len`]): the slots (one when there is a single task, else
-//! two; `2·head_dim·seq` each), packed `Kᵀ`, `Vᵀ` and `K` (`head_dim × seq` each), packed `Q`,
-//! `dO`, `Qᵀ`, `dOᵀ` and the `dQ` accumulator (`br × head_dim` each), `P`, `dS` and repacked `dS`
-//! tiles (about `br × bc` each), `D` and `−lse` of the tile's rows (`br` each): O(seq).
+//! Scratch per task ([`Backward::task_len`]): the slots (one when there is a single task, else two;
+//! `2·head_dim·seq` each), packed `Kᵀ`, `Vᵀ` and `K` (`head_dim × seq` each), packed `Q`, `dO`,
+//! `Qᵀ`, `dOᵀ` and the `dQ` accumulator (`br × head_dim` each), `P`, `dS` and repacked `dS` tiles
+//! (about `br × bc` each), `D` and `−lse` of the tile's rows (`br` each): O(seq).
 
 use core::ops::Range;
 
 use super::{
-    AttentionInputs, Geometry, Partition, key_align, take_aligned, transpose, visible_keys,
+    AttentionInputs, Geometry, Partition, key_align, strip_align, take_aligned, transpose,
+    visible_keys,
 };
 use crate::gemm::packed::{
     Packed, pack_a_full, pack_b_full, packed_len, panel_stride, run_packed, run_packed_to_panels,
@@ -162,22 +164,14 @@ impl Backward<'_> {
             let do_tile = Mat::row_major(&self.d_out[at0..], n, d, geo.q_stride());
             pack_a_full(gemm, q_tile.t(), qt_pack, sqt);
             pack_a_full(gemm, do_tile.t(), dot_pack, sqt);
+            // Q and dO of the tile, A panels over the queries; a block from row r0 reads them
+            // from the panel of r0 on.
+            pack_a_full(gemm, q_tile, q_pack, sq);
+            pack_a_full(gemm, do_tile, do_pack, sq);
             dq_acc[..n * d].fill(0.0);
             let mask = self.x.key_mask.map(|m| &m[b * seq..(b + 1) * seq]);
-            let mut packed_r0 = None;
-            for blk in geo.blocks(rows.clone()) {
+            for blk in geo.blocks(rows.clone(), strip_align(mr)) {
                 let (nq, ro) = (blk.r1 - blk.r0, blk.r0 - rows.start);
-                debug_assert!(ro.is_multiple_of(16), "depth offsets stay 64-byte aligned");
-                if packed_r0 != Some(blk.r0) {
-                    // Q and dO from row r0 on (later blocks with this r0 use a prefix).
-                    let at = geo.q_at(b, blk.r0, h);
-                    let m = rows.end - blk.r0;
-                    let q_rows = Mat::row_major(&self.x.q[at..], m, d, geo.q_stride());
-                    let do_rows = Mat::row_major(&self.d_out[at..], m, d, geo.q_stride());
-                    pack_a_full(gemm, q_rows, q_pack, sq);
-                    pack_a_full(gemm, do_rows, do_pack, sq);
-                    packed_r0 = Some(blk.r0);
-                }
                 // Keys kal..k1: the block's, from a panel boundary (keys before k0 are masked).
                 let kal = blk.k0 / align * align;
                 let w = blk.k1 - kal;
@@ -185,7 +179,7 @@ impl Backward<'_> {
                 let key_panels = w.div_ceil(nr);
                 // P = exp(scale·Q·Kᵀ − lse), zero where masked, in B panels over the keys.
                 let k_cols = Packed::new(kt_pack, skt).panels_from(kal / nr);
-                let q_rows = Packed::new(q_pack, sq);
+                let q_rows = Packed::new(q_pack, sq).panels_from(ro / mr);
                 run_packed_to_panels(gemm, geo.scale, q_rows, k_cols, nq, w, d, p_pack, sp);
                 let padding = mask.map(|m| &m[blk.k0..blk.k1]).filter(|m| m.contains(&false));
                 for p in 0..key_panels {
@@ -210,7 +204,7 @@ impl Backward<'_> {
                 run_packed(gemm, 1.0, do_cols, p_keys, nq, 1.0, dv_cols);
                 // dP = dO·Vᵀ, then dS = P ∘ (dP − D) in place.
                 let v_cols = Packed::new(vt_pack, skt).panels_from(kal / nr);
-                let do_rows = Packed::new(do_pack, sq);
+                let do_rows = Packed::new(do_pack, sq).panels_from(ro / mr);
                 run_packed_to_panels(gemm, 1.0, do_rows, v_cols, nq, w, d, ds_pack, sp);
                 for p in 0..key_panels {
                     let ds = &mut ds_pack[p * sp..][..nq * nr];

@@ -1,24 +1,26 @@
-//! The attention forward of one task: for each of its (batch, head, query tile) items, the
-//! blocks of keys one after the other with an online softmax, then the normalized output and the
+//! The attention forward of one task: for each of its (batch, head, query tile) items, the blocks
+//! of keys one after the other with an online softmax, then the normalized output and the
 //! log-sum-exp of every row.
 //!
 //! The forward works on transposed tiles, keys as rows and queries as columns: `Sᵀ = scale·K·Qᵀ`
 //! and `Oᵀ += Vᵀ·Pᵀ`, so every softmax statistic is a column-wise vector operation (a running max,
 //! sum and rescale per query, updated one key row at a time, with no horizontal reductions). The
-//! products run on packed operands ([`crate::gemm::packed`]): `K` (A panels over keys) and `Vᵀ`
-//! (A panels over `head_dim`, read from the block's first key on) are packed once per key/value
-//! head, `Qᵀ` (B panels over queries) once per tile and row offset, and `Sᵀ` is written straight
-//! as B panels over the queries, `nr` queries wide: the mask and the softmax work on it in place,
-//! panel by panel (each a row-major `keys × nr` matrix), and it is the `Pᵀ` operand of the next
-//! product as it stands.
+//! products run on packed operands ([`crate::gemm::packed`]): `K` (A panels over keys) and `Vᵀ` (A
+//! panels over `head_dim`, read from the block's first key on) are packed once per key/value head,
+//! `Qᵀ` (B panels over queries) once per tile (a strip reads it from the panel of its first row:
+//! strips are aligned to `nr` rows), and `Sᵀ` is written straight as B panels over the queries,
+//! `nr` queries wide: the mask and the softmax work on it in place, panel by panel (each a
+//! row-major `keys × nr` matrix), and it is the `Pᵀ` operand of the next product as it stands.
 //!
-//! Scratch per task ([`task_len`]): the packed `K` and `Vᵀ` of a key/value head (`head_dim ×
-//! seq` each), the packed `Qᵀ`, the `Oᵀ` accumulator and the output rows of a tile (`head_dim ×
-//! br` each), one score tile in panels (about `bc × br`) and four statistics per query.
+//! Scratch per task ([`task_len`]): the packed `K` and `Vᵀ` of a key/value head (`head_dim × seq`
+//! each), the packed `Qᵀ`, the `Oᵀ` accumulator and the output rows of a tile (`head_dim × br`
+//! each), one score tile in panels (about `bc × br`) and four statistics per query.
 
 use core::ops::Range;
 
-use super::{AttentionInputs, Geometry, key_align, take_aligned, transpose, visible_queries};
+use super::{
+    AttentionInputs, Geometry, key_align, strip_align, take_aligned, transpose, visible_queries,
+};
 use crate::gemm::packed::{
     Packed, pack_a_full, pack_b_full, packed_len, panel_stride, run_packed, run_packed_to_panels,
 };
@@ -92,27 +94,18 @@ pub(super) fn task(
         col_max[..n].fill(f32::NEG_INFINITY);
         col_sum[..n].fill(0.0);
         let mask = x.key_mask.map(|m| &m[b * seq..(b + 1) * seq]);
-        let mut packed_r0 = None;
-        for blk in geo.blocks(rows.clone()) {
+        // Qᵀ of the tile; a block from row r0 reads it from the panel of r0 on.
+        let q = Mat::row_major(&x.q[geo.q_at(b, rows.start, h)..], n, d, geo.q_stride());
+        pack_b_full(gemm, q.t(), qt_pack, sq);
+        for blk in geo.blocks(rows.clone(), strip_align(nr)) {
             let (nq, ro) = (blk.r1 - blk.r0, blk.r0 - rows.start);
-            if packed_r0 != Some(blk.r0) {
-                // Qᵀ of the tile's rows from r0 on (later blocks with this r0 use a prefix).
-                let q = Mat::row_major(
-                    &x.q[geo.q_at(b, blk.r0, h)..],
-                    rows.end - blk.r0,
-                    d,
-                    geo.q_stride(),
-                );
-                pack_b_full(gemm, q.t(), qt_pack, sq);
-                packed_r0 = Some(blk.r0);
-            }
             // Keys kal..k1: the block's, from a panel boundary (keys before k0 are masked).
             let kal = blk.k0 / align * align;
             let w = blk.k1 - kal;
             let ss = panel_stride(round_up(w, mr), nr);
             // Sᵀ = scale·K·Qᵀ, straight into B panels over the queries.
             let k_rows = Packed::new(k_pack, sk).panels_from(kal / mr);
-            let q_cols = Packed::new(qt_pack, sq);
+            let q_cols = Packed::new(qt_pack, sq).panels_from(ro / nr);
             run_packed_to_panels(gemm, geo.scale, k_rows, q_cols, w, nq, d, s_pack, ss);
             for p in 0..nq.div_ceil(nr) {
                 let (c0, cw) = (p * nr, nr.min(nq - p * nr));
