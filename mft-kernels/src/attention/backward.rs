@@ -194,7 +194,12 @@ impl Backward<'_> {
                         } else {
                             (0, 0)
                         };
-                        probabilities(p_row, row_bias[ro + r], lo, hi, keep);
+                        let bias = row_bias[ro + r];
+                        match (lo == 0 && hi == nr && keep.is_none(), nr) {
+                            (true, 16) => exp_shifted::<16>(p_row, bias),
+                            (true, 32) => exp_shifted::<32>(p_row, bias),
+                            _ => probabilities(p_row, bias, lo, hi, keep),
+                        }
                     }
                 }
                 let p_keys = Packed::new(p_pack, sp);
@@ -310,6 +315,15 @@ impl Backward<'_> {
                 }
             }
         }
+    }
+}
+
+/// A row of `P` whose `W` keys are all visible: `exp(s + bias)`, as [`probabilities`] computes it.
+#[inline(always)]
+fn exp_shifted<const W: usize>(p: &mut [f32], bias: f32) {
+    let p: &mut [f32; W] = p.try_into().expect("a whole row");
+    for v in p {
+        *v = exp(*v + bias);
     }
 }
 

@@ -121,14 +121,12 @@ pub(super) fn task(
                     s_row[hi.max(lo)..cw].fill(f32::NEG_INFINITY);
                 }
                 let cols = ro + c0..ro + c0 + cw;
-                softmax_step(
-                    panel,
-                    nr,
-                    &mut col_max[cols.clone()],
-                    &mut col_sum[cols.clone()],
-                    &mut shift[..cw],
-                    &mut correction[..cw],
-                );
+                let (m, l) = (&mut col_max[cols.clone()], &mut col_sum[cols.clone()]);
+                match (cw == nr, nr) {
+                    (true, 16) => softmax_step_wide::<16>(panel, m, l, &mut correction[..cw]),
+                    (true, 32) => softmax_step_wide::<32>(panel, m, l, &mut correction[..cw]),
+                    _ => softmax_step(panel, nr, m, l, &mut shift[..cw], &mut correction[..cw]),
+                }
                 for o_row in o_t.chunks_exact_mut(br) {
                     for (o, &c) in o_row[cols.clone()].iter_mut().zip(&correction[..cw]) {
                         *o *= c;
@@ -156,6 +154,39 @@ pub(super) fn task(
         // SAFETY: the log-sum-exp of these rows of head `h` in sequence `b` belong to this item.
         unsafe { lse.part(at..at + n) }.copy_from_slice(&col_sum[..n]);
     }
+}
+
+/// [`softmax_step`] for a whole panel of `W` queries (`W` the panel width), with the running
+/// statistics in registers: the same operations on every value, in the same order.
+#[inline(always)]
+fn softmax_step_wide<const W: usize>(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    correction: &mut [f32],
+) {
+    let m_old: [f32; W] = m.try_into().expect("one panel of statistics");
+    let mut m_new = m_old;
+    for row in s.chunks_exact(W) {
+        for (mx, &v) in m_new.iter_mut().zip(row) {
+            *mx = mx.max(v);
+        }
+    }
+    let mut shift = [0.0f32; W];
+    let mut sum: [f32; W] = (&*l).try_into().expect("one panel of statistics");
+    for i in 0..W {
+        shift[i] = if m_new[i] == f32::NEG_INFINITY { 0.0 } else { m_new[i] };
+        correction[i] = exp(m_old[i] - shift[i]);
+        sum[i] *= correction[i];
+    }
+    for row in s.chunks_exact_mut(W) {
+        for ((v, &sh), total) in row.iter_mut().zip(&shift).zip(&mut sum) {
+            *v = exp(*v - sh);
+            *total += *v;
+        }
+    }
+    m.copy_from_slice(&m_new);
+    l.copy_from_slice(&sum);
 }
 
 /// One block of the online softmax, for the queries that are the first `n = m.len()` columns of
