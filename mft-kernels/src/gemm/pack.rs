@@ -209,8 +209,9 @@ pub(super) fn pack_b<T: GemmRhs>(
 /// `dst[k·width + t] = src[t·stride + k]` (widened) for `t < rows`, `k < kc`, and zero for
 /// `rows ≤ t < width`: `rows` source rows interleaved into a panel.
 ///
-/// Source rows are read eight at a time, side by side, so every read is a sequential stream and
-/// every write a contiguous run of eight; one row at a time would write with a stride of `width`.
+/// Source rows are read eight at a time (then four), side by side, so every read is a sequential
+/// stream and every write a contiguous run; one row at a time would write with a stride of
+/// `width`. A 12-row AVX-512 panel is one group of eight and one of four.
 #[inline(always)]
 fn transpose_rows<T: GemmRhs>(
     isa: Isa,
@@ -227,7 +228,7 @@ fn transpose_rows<T: GemmRhs>(
     while t0 + GROUP <= rows {
         let lanes: [&[T]; GROUP] = core::array::from_fn(|u| &src[(t0 + u) * stride..][..kc]);
         if let Some(f32s) = T::as_f32(&src[t0 * stride..])
-            && transpose_8_rows_simd(isa, f32s, stride, kc, &mut dst[t0..], width)
+            && transpose_rows_simd::<GROUP>(isa, f32s, stride, kc, &mut dst[t0..], width)
         {
             t0 += GROUP;
             continue;
@@ -239,6 +240,12 @@ fn transpose_rows<T: GemmRhs>(
             }
         }
         t0 += GROUP;
+    }
+    if t0 + 4 <= rows
+        && let Some(f32s) = T::as_f32(&src[t0 * stride..])
+        && transpose_rows_simd::<4>(isa, f32s, stride, kc, &mut dst[t0..], width)
+    {
+        t0 += 4;
     }
     for t in t0..rows {
         let lane = &src[t * stride..][..kc];
@@ -253,14 +260,14 @@ fn transpose_rows<T: GemmRhs>(
     }
 }
 
-/// `dst[k·width + u] = src[u·stride + k]` for `u < 8`, `k < kc` with the SIMD transpose of this
-/// architecture, when `isa` has one: returns whether it ran.
+/// `dst[k·width + u] = src[u·stride + k]` for `u < ROWS` (8 or 4), `k < kc` with the SIMD
+/// transpose of this architecture, when `isa` has one: returns whether it ran.
 ///
 /// # Panics
-/// If `src` holds fewer than 8 rows of `kc` values `stride` apart, or `dst` fewer than `kc` runs
-/// of 8 values `width` apart.
+/// If `src` holds fewer than `ROWS` rows of `kc` values `stride` apart, or `dst` fewer than `kc`
+/// runs of `ROWS` values `width` apart.
 #[inline(always)]
-fn transpose_8_rows_simd(
+fn transpose_rows_simd<const ROWS: usize>(
     isa: Isa,
     src: &[f32],
     stride: usize,
@@ -271,17 +278,29 @@ fn transpose_8_rows_simd(
     if kc == 0 {
         return true;
     }
-    assert!(src.len() >= 7 * stride + kc && width >= 8 && dst.len() >= (kc - 1) * width + 8);
+    const { assert!(ROWS == 8 || ROWS == 4) };
+    assert!(
+        src.len() >= (ROWS - 1) * stride + kc
+            && width >= ROWS
+            && dst.len() >= (kc - 1) * width + ROWS
+    );
     let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
     #[allow(unused_mut)] // no SIMD transpose on other architectures
     let mut done: Option<usize> = None;
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: AVX2 is supported (the ISA was probed); the extents were checked above.
-        done = Some(unsafe { x86::transpose_8_rows(from, stride, kc, to, width) });
+        done = Some(unsafe {
+            if ROWS == 8 {
+                x86::transpose_8_rows(from, stride, kc, to, width)
+            } else {
+                x86::transpose_4_rows(from, stride, kc, to, width)
+            }
+        });
     }
     #[cfg(target_arch = "aarch64")]
-    if matches!(isa, Isa::Neon | Isa::Sve) {
+    // (aarch64 panels are 8 rows: no group of four to speed up.)
+    if ROWS == 8 && matches!(isa, Isa::Neon | Isa::Sve) {
         // SAFETY: NEON is part of every aarch64 CPU; the extents were checked above.
         done = Some(unsafe { aarch64::transpose_8_rows(from, stride, kc, to, width) });
     }
@@ -289,7 +308,7 @@ fn transpose_8_rows_simd(
     let Some(done) = done else { return false };
     // The depth left over after the whole SIMD blocks.
     for k in done..kc {
-        for u in 0..8 {
+        for u in 0..ROWS {
             dst[k * width + u] = src[u * stride + k];
         }
     }
@@ -354,6 +373,43 @@ mod x86 {
                     _mm256_storeu_ps(dst.add((k0 + k) * width), v);
                 }
                 k0 += 8;
+            }
+        }
+        k0
+    }
+
+    /// [`transpose_8_rows`] for 4 rows, with SSE shuffles (4×4 blocks).
+    ///
+    /// # Safety
+    /// As [`transpose_8_rows`], for 4 rows and runs of 4 values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_4_rows(
+        src: *const f32,
+        stride: usize,
+        kc: usize,
+        dst: *mut f32,
+        width: usize,
+    ) -> usize {
+        let mut k0 = 0;
+        // SAFETY: every access below is within the rows and runs the caller vouches for.
+        unsafe {
+            while k0 + 4 <= kc {
+                let r: [__m128; 4] =
+                    core::array::from_fn(|u| _mm_loadu_ps(src.add(u * stride + k0)));
+                let t0 = _mm_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm_unpackhi_ps(r[2], r[3]);
+                let out = [
+                    _mm_movelh_ps(t0, t2),
+                    _mm_movehl_ps(t2, t0),
+                    _mm_movelh_ps(t1, t3),
+                    _mm_movehl_ps(t3, t1),
+                ];
+                for (k, v) in out.into_iter().enumerate() {
+                    _mm_storeu_ps(dst.add((k0 + k) * width), v);
+                }
+                k0 += 4;
             }
         }
         k0
@@ -461,7 +517,18 @@ mod tests {
             if !isa.is_supported() {
                 continue;
             }
-            for (rows, kc) in [(1, 1), (7, 9), (8, 8), (8, 17), (17, 3), (24, 33), (29, 16)] {
+            for (rows, kc) in [
+                (1, 1),
+                (4, 5),
+                (6, 9),
+                (7, 9),
+                (8, 8),
+                (8, 17),
+                (12, 20),
+                (17, 3),
+                (24, 33),
+                (29, 16),
+            ] {
                 let mut got = std::vec![f32::NAN; kc * width];
                 transpose_rows(isa, &src, stride, rows, kc, &mut got, width);
                 for k in 0..kc {
