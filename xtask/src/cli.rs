@@ -176,28 +176,16 @@ fn parse_test(rest: &[String], filter: Vec<String>) -> Result<Command, String> {
     let mut target = None;
     let mut sve_bits: Option<Vec<usize>> = None;
     let mut neon_only = false;
-    let mut i = 0;
-    while i < rest.len() {
-        let (flag, inline_value) = match rest[i].split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (rest[i].as_str(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = inline_value.clone() {
-                return Ok(v);
-            }
-            i += 1;
-            rest.get(i).cloned().ok_or_else(|| format!("`{flag}` needs a value"))
-        };
-        match flag {
-            "--target" => target = Some(value()?),
-            "--sve-vl" => sve_bits = Some(parse_vector_lengths(&value()?)?),
-            "--neon-only" => neon_only = true,
-            other => return Err(format!("unexpected argument `{other}` to `test`")),
+    let mut flags = Flags::new(rest);
+    while let Some(flag) = flags.next_flag() {
+        match flag.name {
+            "--target" => target = Some(flags.value(&flag)?),
+            "--sve-vl" => sve_bits = Some(parse_vector_lengths(flags.value(&flag)?)?),
+            "--neon-only" if flag.is_switch() => neon_only = true,
+            _ => return Err(flag.unexpected("test")),
         }
-        i += 1;
     }
-    let target = match target.as_deref() {
+    let target = match target {
         None | Some("host") => {
             if sve_bits.is_some() || neon_only {
                 return Err("--sve-vl and --neon-only need `--target aarch64`".into());
@@ -245,75 +233,36 @@ fn parse_bench(rest: &[String], passthrough: &[String]) -> Result<Command, Strin
         bench.extra = flags.iter().filter(|f| *f != "--json").cloned().collect();
         return Ok(Command::Bench(bench));
     }
-    // A later `--device cpu|cuda` (where the suite runs) is parsed here too.
-    let mut i = 0;
-    while i < flags.len() {
-        let (flag, inline_value) = match flags[i].split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (flags[i].as_str(), None),
-        };
-        match flag {
-            "--json" if inline_value.is_none() => bench.json = true,
-            "--quick" if inline_value.is_none() => bench.quick = true,
-            "--threads" => {
-                let list = match inline_value {
-                    Some(v) => v,
-                    None => {
-                        i += 1;
-                        flags.get(i).cloned().ok_or("`--threads` needs a value (e.g. 1,2)")?
-                    }
-                };
-                bench.threads = Some(parse_thread_counts(&list)?);
-            }
-            _ => {
-                return Err(format!(
-                    "unexpected argument `{}` to `bench {}`",
-                    flags[i],
-                    suite.name()
-                ));
-            }
+    let mut flags = Flags::new(flags);
+    while let Some(flag) = flags.next_flag() {
+        match flag.name {
+            "--json" if flag.is_switch() => bench.json = true,
+            "--quick" if flag.is_switch() => bench.quick = true,
+            "--threads" => bench.threads = Some(parse_thread_counts(flags.value(&flag)?)?),
+            _ => return Err(flag.unexpected(&format!("bench {}", suite.name()))),
         }
-        i += 1;
     }
     Ok(Command::Bench(bench))
 }
 
 fn parse_fuzz(rest: &[String]) -> Result<Command, String> {
     let mut run = FuzzRun { targets: TARGETS.map(String::from).to_vec(), seconds: 20 };
-    let mut i = 0;
-    while i < rest.len() {
-        let (flag, inline_value) = match rest[i].split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (rest[i].as_str(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = inline_value.clone() {
-                return Ok(v);
-            }
-            i += 1;
-            rest.get(i).cloned().ok_or_else(|| format!("`{flag}` needs a value"))
-        };
-        match flag {
+    let mut flags = Flags::new(rest);
+    while let Some(flag) = flags.next_flag() {
+        match flag.name {
             "--target" => {
-                let target = value()?;
-                if !TARGETS.contains(&target.as_str()) {
+                let target = flags.value(&flag)?;
+                if !TARGETS.contains(&target) {
                     return Err(format!(
                         "unknown fuzz target `{target}` (targets: {})",
                         TARGETS.join(", ")
                     ));
                 }
-                run.targets = vec![target];
+                run.targets = vec![target.to_string()];
             }
-            "--seconds" => {
-                let text = value()?;
-                run.seconds = match text.parse::<u64>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => return Err(format!("--seconds: `{text}` is not a number of seconds")),
-                };
-            }
-            other => return Err(format!("unexpected argument `{other}` to `fuzz`")),
+            "--seconds" => run.seconds = positive("--seconds", flags.value(&flag)?)? as u64,
+            _ => return Err(flag.unexpected("fuzz")),
         }
-        i += 1;
     }
     Ok(Command::Fuzz(run))
 }
@@ -321,43 +270,27 @@ fn parse_fuzz(rest: &[String]) -> Result<Command, String> {
 /// `bench --device NAME [flags]`: the device's profile is checked when the run starts.
 fn parse_device_bench(rest: &[String]) -> Result<Command, String> {
     let mut bench = DeviceBench::new("");
-    let mut i = 0;
-    while i < rest.len() {
-        let (flag, inline_value) = match rest[i].split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (rest[i].as_str(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = inline_value.clone() {
-                return Ok(v);
-            }
-            i += 1;
-            rest.get(i).cloned().ok_or_else(|| format!("`{flag}` needs a value"))
-        };
-        let count = |name: &str, text: String| match text.parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => Err(format!("{name}: `{text}` is not a positive number")),
-        };
-        match flag {
-            "--device" => bench.device = value()?,
-            "--serial" => bench.serial = Some(value()?),
+    let mut flags = Flags::new(rest);
+    while let Some(flag) = flags.next_flag() {
+        match flag.name {
+            "--device" => bench.device = flags.value(&flag)?.into(),
+            "--serial" => bench.serial = Some(flags.value(&flag)?.into()),
             "--suite" => {
-                let suite = value()?;
-                if !["kernels", "train", "all"].contains(&suite.as_str()) {
+                let suite = flags.value(&flag)?;
+                if !["kernels", "train", "all"].contains(&suite) {
                     return Err(format!("--suite: `{suite}` is not kernels, train or all"));
                 }
-                bench.suite = suite;
+                bench.suite = suite.into();
             }
-            "--model" => bench.model = Some(value()?.into()),
-            "--quick" if inline_value.is_none() => bench.quick = Some(true),
-            "--full" if inline_value.is_none() => bench.quick = Some(false),
-            "--threads" => bench.threads = Some(count("--threads", value()?)?),
-            "--steps" => bench.steps = Some(count("--steps", value()?)?),
-            "--json" if inline_value.is_none() => bench.json = true,
-            "--power-root" => bench.power_root = Some(value()?),
-            _ => return Err(format!("unexpected argument `{}` to `bench --device`", rest[i])),
+            "--model" => bench.model = Some(flags.value(&flag)?.into()),
+            "--quick" if flag.is_switch() => bench.quick = Some(true),
+            "--full" if flag.is_switch() => bench.quick = Some(false),
+            "--threads" => bench.threads = Some(positive("--threads", flags.value(&flag)?)?),
+            "--steps" => bench.steps = Some(positive("--steps", flags.value(&flag)?)?),
+            "--json" if flag.is_switch() => bench.json = true,
+            "--power-root" => bench.power_root = Some(flags.value(&flag)?.into()),
+            _ => return Err(flag.unexpected("bench --device")),
         }
-        i += 1;
     }
     if bench.device.is_empty() {
         return Err("`--device` needs a value".into());
@@ -369,6 +302,69 @@ fn parse_device_bench(rest: &[String]) -> Result<Command, String> {
 }
 
 /// `1,2` → thread counts, each at least 1.
+/// Reads `--flag value`, `--flag=value` and bare `--flag` arguments in order, for the
+/// subcommands' hand-written flag loops.
+struct Flags<'a> {
+    args: &'a [String],
+    next: usize,
+}
+
+/// One flag argument: its name, and the value written after `=` if any.
+struct Flag<'a> {
+    name: &'a str,
+    inline: Option<&'a str>,
+    /// The argument as given, for error messages.
+    raw: &'a str,
+}
+
+impl<'a> Flags<'a> {
+    fn new(args: &'a [String]) -> Self {
+        Flags { args, next: 0 }
+    }
+
+    /// The next flag, or `None` after the last argument.
+    fn next_flag(&mut self) -> Option<Flag<'a>> {
+        let raw = self.args.get(self.next)?.as_str();
+        self.next += 1;
+        let (name, inline) = match raw.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (raw, None),
+        };
+        Some(Flag { name, inline, raw })
+    }
+
+    /// The flag's value: what follows its `=`, or else the next argument.
+    fn value(&mut self, flag: &Flag<'a>) -> Result<&'a str, String> {
+        if let Some(value) = flag.inline {
+            return Ok(value);
+        }
+        let value =
+            self.args.get(self.next).ok_or_else(|| format!("`{}` needs a value", flag.name))?;
+        self.next += 1;
+        Ok(value)
+    }
+}
+
+impl Flag<'_> {
+    /// Written without `=value` (how an on/off flag must be written).
+    fn is_switch(&self) -> bool {
+        self.inline.is_none()
+    }
+
+    /// The error for a flag `command` does not take.
+    fn unexpected(&self, command: &str) -> String {
+        format!("unexpected argument `{}` to `{command}`", self.raw)
+    }
+}
+
+/// A count of 1 or more given to flag `name`.
+fn positive(name: &str, text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{name}: `{text}` is not a positive number")),
+    }
+}
+
 fn parse_thread_counts(list: &str) -> Result<Vec<usize>, String> {
     list.split(',')
         .map(|item| match item.trim().parse::<usize>() {
