@@ -112,18 +112,7 @@ pub(super) fn pack_a(
         if a.row_stride == 1 {
             // A seen transposed: each k copies one run of `rows` values.
             let first = r0 + p0 * a.col_stride;
-            match rows {
-                12 => copy_runs::<12>(panel, mr, &a.data[first..], a.col_stride),
-                8 => copy_runs::<8>(panel, mr, &a.data[first..], a.col_stride),
-                6 => copy_runs::<6>(panel, mr, &a.data[first..], a.col_stride),
-                4 => copy_runs::<4>(panel, mr, &a.data[first..], a.col_stride),
-                _ => {
-                    for (k, out) in panel.chunks_exact_mut(mr).enumerate() {
-                        let start = first + k * a.col_stride;
-                        out[..rows].copy_from_slice(&a.data[start..start + rows]);
-                    }
-                }
-            }
+            copy_runs(panel, mr, &a.data[first..], a.col_stride, rows);
         } else {
             for k in 0..kc {
                 for i in 0..rows {
@@ -139,13 +128,28 @@ pub(super) fn pack_a(
     }
 }
 
-/// For each `mr`-float step of `panel`, its first `N` floats from `src`, `stride` apart. With
-/// `N` known, each copy is a few vector moves; `copy_from_slice` of a runtime length calls
-/// `memcpy`, which costs more than the 48 bytes of a 12-row run.
+/// For each `mr`-float step of `panel`, its first `rows` floats from `src`, `stride` apart.
+/// The usual run lengths (12, 8, 6, 4) are copied with the length known at compile time: a few
+/// vector moves, where `copy_from_slice` of a runtime length calls `memcpy`, which costs more
+/// than the 48 bytes of a 12-row run.
 #[inline(always)]
-fn copy_runs<const N: usize>(panel: &mut [f32], mr: usize, src: &[f32], stride: usize) {
-    for (k, out) in panel.chunks_exact_mut(mr).enumerate() {
-        out[..N].copy_from_slice(&src[k * stride..k * stride + N]);
+fn copy_runs(panel: &mut [f32], mr: usize, src: &[f32], stride: usize, rows: usize) {
+    #[inline(always)]
+    fn fixed<const N: usize>(panel: &mut [f32], mr: usize, src: &[f32], stride: usize) {
+        for (k, out) in panel.chunks_exact_mut(mr).enumerate() {
+            out[..N].copy_from_slice(&src[k * stride..k * stride + N]);
+        }
+    }
+    match rows {
+        12 => fixed::<12>(panel, mr, src, stride),
+        8 => fixed::<8>(panel, mr, src, stride),
+        6 => fixed::<6>(panel, mr, src, stride),
+        4 => fixed::<4>(panel, mr, src, stride),
+        _ => {
+            for (k, out) in panel.chunks_exact_mut(mr).enumerate() {
+                out[..rows].copy_from_slice(&src[k * stride..k * stride + rows]);
+            }
+        }
     }
 }
 
