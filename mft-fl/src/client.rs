@@ -534,10 +534,7 @@ impl<T: GemmRhs + Element + Send + Sync> Client<T> {
         stop: &AtomicBool,
     ) -> Result<()> {
         let metadata = &inflated.metadata;
-        let RoundInputs { arrays, config } = round_inputs(metadata, content)?;
-        let settings = self.local.settings();
-        let round = round_config(metadata, config, settings.local_steps, settings.lr)?;
-        let global = self.local.arrays().from_arrays(arrays)?;
+        let (round, global) = self.round_of(metadata, content)?;
         let in_flight = self.settings.state_dir.join(IN_FLIGHT_FILE);
         let note = serde_json::to_string(&InFlight::of(metadata)).expect("a note serializes");
         mft_std::fsio::create_dir_all(&self.settings.state_dir)?;
@@ -620,10 +617,7 @@ impl<T: GemmRhs + Element + Send + Sync> Client<T> {
         stop: &AtomicBool,
     ) -> Result<()> {
         let metadata = &inflated.metadata;
-        let RoundInputs { arrays, config } = round_inputs(metadata, content)?;
-        let settings = self.local.settings();
-        let round = round_config(metadata, config, settings.local_steps, settings.lr)?;
-        let global = self.local.arrays().from_arrays(arrays)?;
+        let (round, global) = self.round_of(metadata, content)?;
         let e = self.local.evaluate(&global)?;
         let mut metrics = vec![
             ("num-examples".to_string(), MetricValue::Sint64(e.num_examples as i64)),
@@ -639,6 +633,19 @@ impl<T: GemmRhs + Element + Send + Sync> Client<T> {
             round.round, e.loss, e.num_examples
         ));
         self.record(round.round, "evaluate", None, &metrics)
+    }
+
+    /// The round's configuration (the server's keys over this node's settings) and the global
+    /// adapter that a train or evaluate message carries.
+    fn round_of(
+        &self,
+        metadata: &Metadata,
+        content: &RecordDict,
+    ) -> Result<(RoundConfig, Vec<f32>)> {
+        let RoundInputs { arrays, config } = round_inputs(metadata, content)?;
+        let settings = self.local.settings();
+        let round = round_config(metadata, config, settings.local_steps, settings.lr)?;
+        Ok((round, self.local.arrays().from_arrays(arrays)?))
     }
 
     fn common_metrics(&self, received: usize, sent: usize, rss: u64) -> Vec<(String, MetricValue)> {

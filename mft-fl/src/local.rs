@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use mft_core::Element;
 use mft_kernels::GemmRhs;
-use mft_models::{LoraConfig, LoraLayout, LoraTargets, ModelConfig};
+use mft_models::{LoraLayout, ModelConfig};
 use mft_std::data::{self, Batcher, DataOptions, Example};
 use mft_std::energy::{EnergyOptions, EnergySession, StepEnergy};
-use mft_std::finetune::default_targets;
+use mft_std::finetune::LoraArgs;
 use mft_std::progress::peak_rss_bytes;
 use mft_std::source::{LoadedModel, ModelSource, load_model};
 use mft_std::train::{
@@ -24,45 +24,6 @@ use mft_std::train::{
 
 use crate::error::{Error, Result};
 use crate::lora::AdapterArrays;
-
-/// The LoRA adapter every node of the federation trains (it must match the server's arrays).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoraSpec {
-    /// Rank.
-    pub rank: usize,
-    /// Alpha.
-    pub alpha: f32,
-    /// Dropout.
-    pub dropout: f32,
-    /// Hugging Face module names (`None`: the family's default).
-    pub targets: Option<Vec<String>>,
-    /// rsLoRA scaling.
-    pub rslora: bool,
-}
-
-impl LoraSpec {
-    /// The layout of this adapter on a model of `config`.
-    ///
-    /// # Errors
-    /// Targets the family does not have; a rank, alpha or dropout LoRA refuses.
-    pub fn layout(&self, config: &ModelConfig) -> Result<LoraLayout> {
-        let names: Vec<&str> = match &self.targets {
-            Some(t) => t.iter().map(String::as_str).collect(),
-            None => default_targets(config.family).to_vec(),
-        };
-        let targets = LoraTargets::from_module_names(config.family, names.iter().copied())
-            .map_err(|e| Error::Usage(format!("--lora-targets {}: {e}", names.join(","))))?;
-        let lora = LoraConfig {
-            rank: self.rank,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            rslora: self.rslora,
-            targets,
-        };
-        lora.validate().map_err(|e| Error::Usage(format!("LoRA flags: {e}")))?;
-        Ok(LoraLayout::new(config, &lora))
-    }
-}
 
 /// How the node trains and evaluates.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +36,8 @@ pub struct LocalSettings {
     pub eval_data: Option<PathBuf>,
     /// Share of `data` held out when there is no `eval_data`.
     pub eval_fraction: f64,
-    /// The adapter.
-    pub lora: LoraSpec,
+    /// The adapter every node of the federation trains (it must match the server's arrays).
+    pub lora: LoraArgs,
     /// Optimizer steps per round, unless the server's config says `local-steps`.
     pub local_steps: u64,
     /// Sequences per step.
@@ -188,7 +149,7 @@ impl<T: GemmRhs + Element + Send + Sync> Local<T> {
         }
         let pad = encoder.eos_id();
         let LoadedModel { source, model, weights, tokenizer: _ } = loaded;
-        let layout = settings.lora.layout(&config)?;
+        let layout = settings.lora.layout(&config).map_err(Error::Usage)?;
         let mut adapters = vec![0.0; layout.len()];
         layout.init(settings.seed, &mut adapters);
         let options = TrainOptions {

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mft_fl::local::LoraSpec;
+use mft_std::finetune::LoraArgs;
 use mft_std::hf::load_adapters;
 use mft_std::source::ModelSource;
 
@@ -297,7 +297,7 @@ fn layout() -> mft_models::LoraLayout {
         .unwrap()
         .config()
         .unwrap();
-    let spec = LoraSpec {
+    let spec = LoraArgs {
         rank: 8,
         alpha: 16.0,
         dropout: 0.05,

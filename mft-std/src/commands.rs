@@ -7,15 +7,13 @@ use std::sync::atomic::AtomicBool;
 
 use mft_core::DType;
 use mft_kernels::Kernels;
-use mft_models::{
-    Adapters, LoraConfig, LoraLayout, LoraTargets, MemoryPlan, Mode, Model, ModelConfig, Paging,
-};
+use mft_models::{Adapters, LoraConfig, LoraLayout, MemoryPlan, Mode, Model, ModelConfig, Paging};
 
 use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions};
 use crate::device::{self, Device};
 use crate::error::{Error, Result};
-use crate::finetune::{FinetuneArgs, LoraArgs, default_targets, finetune};
+use crate::finetune::{FinetuneArgs, LoraArgs, finetune, lora_targets};
 use crate::generate::{Sampling, generate as generate_tokens};
 use crate::hf::{checkpoint_files, load_adapters, read_lora_config};
 use crate::pool::ThreadPool;
@@ -279,12 +277,8 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode> {
     let mode = if args.full {
         Mode::Full
     } else {
-        let names: Vec<&str> = match &args.lora_targets {
-            Some(t) => t.iter().map(String::as_str).collect(),
-            None => default_targets(config.family).to_vec(),
-        };
-        let targets = LoraTargets::from_module_names(config.family, names.iter().copied())
-            .map_err(|e| Error::Training { problem: format!("--lora-targets: {e}") })?;
+        let targets = lora_targets(config.family, args.lora_targets.as_deref())
+            .map_err(|problem| Error::Training { problem })?;
         let lora = LoraConfig {
             rank: args.lora_r,
             alpha: 2.0 * args.lora_r as f32,

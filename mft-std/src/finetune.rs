@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use mft_core::{DType, Element, bf16, f16};
 use mft_kernels::GemmRhs;
-use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets, Paging};
+use mft_models::{Family, LoraConfig, LoraLayout, LoraTargets, ModelConfig, Paging};
 
 use crate::budget::{self, BudgetPlan, MemBudget, StepShape};
 use crate::data::{self, DataOptions, Dataset, TextEncoder};
@@ -43,19 +43,69 @@ use crate::train::{
     Trainable, Trainer, check_seq, checkpoint,
 };
 
-/// LoRA's settings from the command line.
-#[derive(Debug, Clone, PartialEq)]
+/// LoRA's settings, and the command-line flags that set them (`--lora-r`, `--lora-alpha`,
+/// `--lora-dropout`, `--lora-targets`, `--rslora`), shared by `mft finetune` and `mft-fl run`.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct LoraArgs {
-    /// Rank.
+    /// LoRA rank (in a federation, the server's adapter arrays fix it).
+    #[arg(long = "lora-r", default_value_t = 8)]
     pub rank: usize,
-    /// Alpha (scaling = alpha / rank, or alpha / √rank with rsLoRA).
+    /// LoRA alpha (scaling = alpha / rank, or alpha / √rank with --rslora).
+    #[arg(long = "lora-alpha", default_value_t = 16.0)]
     pub alpha: f32,
     /// Dropout on the adapters' input.
+    #[arg(long = "lora-dropout", default_value_t = 0.05)]
     pub dropout: f32,
-    /// Hugging Face module names; `None`: the family's default.
+    /// LoRA target modules, Hugging Face names (default: GPT-2 c_attn,c_proj; others
+    /// q_proj,k_proj,v_proj,o_proj).
+    #[arg(long = "lora-targets", value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
-    /// rsLoRA scaling.
+    /// rsLoRA scaling (alpha / √rank).
+    #[arg(long)]
     pub rslora: bool,
+}
+
+impl LoraArgs {
+    /// The adapter these settings describe on a model of `family`.
+    ///
+    /// # Errors
+    /// One line naming the flag: targets the family does not have, or a rank, alpha or dropout
+    /// LoRA refuses.
+    pub fn config(&self, family: Family) -> std::result::Result<LoraConfig, String> {
+        let lora = LoraConfig {
+            rank: self.rank,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            rslora: self.rslora,
+            targets: lora_targets(family, self.targets.as_deref())?,
+        };
+        lora.validate().map_err(|e| format!("LoRA flags: {e}"))?;
+        Ok(lora)
+    }
+
+    /// The adapter's layout on a model of `config`.
+    ///
+    /// # Errors
+    /// As [`LoraArgs::config`].
+    pub fn layout(&self, config: &ModelConfig) -> std::result::Result<LoraLayout, String> {
+        Ok(LoraLayout::new(config, &self.config(config.family)?))
+    }
+}
+
+/// The modules `--lora-targets` names (`None`: the family's [`default_targets`]).
+///
+/// # Errors
+/// `--lora-targets …: problem` for a name the family does not have.
+pub fn lora_targets(
+    family: Family,
+    names: Option<&[String]>,
+) -> std::result::Result<LoraTargets, String> {
+    let names: Vec<&str> = match names {
+        Some(t) => t.iter().map(String::as_str).collect(),
+        None => default_targets(family).to_vec(),
+    };
+    LoraTargets::from_module_names(family, names.iter().copied())
+        .map_err(|e| format!("--lora-targets {}: {e}", names.join(",")))
 }
 
 /// Everything `mft finetune` takes.
@@ -496,31 +546,14 @@ fn budget_plan(args: &FinetuneArgs, source: &ModelSource, budget: MemBudget) -> 
     budget::plan(&model, lora.as_ref(), frozen, shape, args.checkpoint_blocks, can_page, budget)
 }
 
-fn lora_start(
-    args: &FinetuneArgs,
-    config: &mft_models::ModelConfig,
-) -> Result<(LoraLayout, Vec<f32>)> {
+fn lora_start(args: &FinetuneArgs, config: &ModelConfig) -> Result<(LoraLayout, Vec<f32>)> {
     if let Some(dir) = &args.adapter {
         let lora = read_lora_config(&dir.join("adapter_config.json"), config.family)?;
         let layout = LoraLayout::new(config, &lora);
         let adapters = load_adapters(&dir.join("adapter_model.safetensors"), &layout)?;
         return Ok((layout, adapters));
     }
-    let names: Vec<&str> = match &args.lora.targets {
-        Some(t) => t.iter().map(String::as_str).collect(),
-        None => default_targets(config.family).to_vec(),
-    };
-    let flag = |problem: String| Error::Training { problem };
-    let targets = LoraTargets::from_module_names(config.family, names.iter().copied())
-        .map_err(|e| flag(format!("--lora-targets {}: {e}", names.join(","))))?;
-    let lora = LoraConfig {
-        rank: args.lora.rank,
-        alpha: args.lora.alpha,
-        dropout: args.lora.dropout,
-        rslora: args.lora.rslora,
-        targets,
-    };
-    lora.validate().map_err(|e| flag(format!("LoRA flags: {e}")))?;
+    let lora = args.lora.config(config.family).map_err(|problem| Error::Training { problem })?;
     let layout = LoraLayout::new(config, &lora);
     let mut adapters = vec![0.0; layout.len()];
     layout.init(args.seed, &mut adapters);

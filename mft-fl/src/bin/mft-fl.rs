@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mft_fl::client::{Client, ClientSettings, default_key_path};
-use mft_fl::local::{Local, LocalSettings, LoraSpec};
+use mft_fl::local::{Local, LocalSettings};
 use mft_fl::transport::Endpoint;
 use mft_fl::{Error, Result, log};
+use mft_std::finetune::LoraArgs;
 use mft_std::mft_core::{DType, Element, bf16, f16};
 use mft_std::mft_kernels::GemmRhs;
 use mft_std::source::ModelSource;
@@ -40,37 +41,6 @@ enum Command {
     Run(Box<RunArgs>),
     /// Write the starting LoRA adapter (PEFT format) for the ServerApp's `initial-adapter`.
     InitAdapter(InitArgs),
-}
-
-#[derive(Args)]
-struct LoraFlags {
-    /// LoRA rank (must match the server's arrays).
-    #[arg(long, default_value_t = 8)]
-    lora_r: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
-    lora_alpha: f32,
-    /// Dropout on the adapters' input.
-    #[arg(long, default_value_t = 0.05)]
-    lora_dropout: f32,
-    /// Hugging Face module names to adapt (default: the family's attention projections).
-    #[arg(long, value_delimiter = ',')]
-    lora_targets: Option<Vec<String>>,
-    /// rsLoRA scaling (alpha / √r).
-    #[arg(long)]
-    rslora: bool,
-}
-
-impl LoraFlags {
-    fn spec(&self) -> LoraSpec {
-        LoraSpec {
-            rank: self.lora_r,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
-            targets: self.lora_targets.clone(),
-            rslora: self.rslora,
-        }
-    }
 }
 
 #[derive(Args)]
@@ -97,7 +67,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 0.1)]
     eval_fraction: f64,
     #[command(flatten)]
-    lora: LoraFlags,
+    lora: LoraArgs,
     /// Optimizer steps per round (the server's `local-steps` config overrides it).
     #[arg(long, default_value_t = 10)]
     local_steps: u64,
@@ -172,7 +142,7 @@ struct InitArgs {
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
-    lora: LoraFlags,
+    lora: LoraArgs,
     /// Seed of the adapters' initialization.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -235,7 +205,7 @@ fn run(args: &RunArgs) -> Result<()> {
         data: args.data.clone(),
         eval_data: args.eval_data.clone(),
         eval_fraction: args.eval_fraction,
-        lora: args.lora.spec(),
+        lora: args.lora.clone(),
         local_steps: args.local_steps,
         batch: args.batch,
         seq: args.seq,
@@ -288,7 +258,7 @@ fn serve<T: GemmRhs + Element + Send + Sync>(
 fn init_adapter(args: &InitArgs) -> Result<()> {
     let source = ModelSource::parse(&args.model)?;
     let config = source.config()?;
-    let layout = args.lora.spec().layout(&config)?;
+    let layout = args.lora.layout(&config).map_err(Error::Usage)?;
     let mut adapters = vec![0.0; layout.len()];
     layout.init(args.seed, &mut adapters);
     mft_std::export::export_peft_adapter(

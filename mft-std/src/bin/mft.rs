@@ -60,22 +60,8 @@ struct FinetuneFlags {
     /// Start from this PEFT adapter directory.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
-    lora_r: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
-    lora_alpha: f32,
-    /// LoRA dropout.
-    #[arg(long, default_value_t = 0.05)]
-    lora_dropout: f32,
-    /// LoRA target modules (Hugging Face names; default: GPT-2 c_attn,c_proj; others
-    /// q_proj,k_proj,v_proj,o_proj).
-    #[arg(long, value_delimiter = ',')]
-    lora_targets: Option<Vec<String>>,
-    /// rsLoRA scaling (alpha/√r).
-    #[arg(long)]
-    rslora: bool,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// Train every parameter instead of LoRA adapters.
     #[arg(long, conflicts_with_all = ["adapter", "rslora"])]
     full: bool,
@@ -411,13 +397,7 @@ fn run_finetune(f: FinetuneFlags) -> mft_std::Result<ExitCode> {
         data,
         out,
         adapter: f.adapter,
-        lora: LoraArgs {
-            rank: f.lora_r,
-            alpha: f.lora_alpha,
-            dropout: f.lora_dropout,
-            targets: f.lora_targets,
-            rslora: f.rslora,
-        },
+        lora: f.lora,
         full: f.full,
         frozen: f.frozen,
         steps: f.steps,
