@@ -113,7 +113,8 @@ fn check<T: GemmRhs>(
             c[i * ldc..i * ldc + p.n].fill(f32::NAN);
         }
     }
-    let mut scratch = vec![0f32; gemm.scratch_len(p.m, p.n, p.k, parallel.threads())];
+    // Scratch starts as NaN: whatever a caller's arena held before must not reach C.
+    let mut scratch = vec![f32::NAN; gemm.scratch_len(p.m, p.n, p.k, parallel.threads())];
     gemm.run(
         p.alpha,
         a,
@@ -227,6 +228,33 @@ fn odd_sizes_in_every_layout() {
                     seed: (m * n * k + layout) as u64,
                 };
                 check::<f32>(&g, &p, &Sequential, |v| v).unwrap();
+            }
+        }
+    }
+}
+
+/// Products at least twice as deep as they are wide, which two threads split by depth (the
+/// second thread's product added to C afterwards), and one deep enough (K ≥ 3072) for the
+/// halved depth block: every layout, alpha and beta, on one and two threads.
+#[test]
+fn deep_products_on_one_and_two_threads() {
+    for g in gemms() {
+        for &(m, n, k, beta) in &[(29, 45, 1031, 0.5f32), (13, 70, 3101, 0.0), (40, 3, 777, -1.0)] {
+            for layout in 0..4 {
+                let p = Problem {
+                    m,
+                    n,
+                    k,
+                    a_transposed: layout & 1 != 0,
+                    b_transposed: layout & 2 != 0,
+                    pad: 3,
+                    alpha: -0.75,
+                    beta,
+                    seed: (m + n + k + layout) as u64,
+                };
+                check::<f32>(&g, &p, &Sequential, |v| v).unwrap();
+                check::<f32>(&g, &p, &ScopedThreads(2), |v| v).unwrap();
+                check::<bf16>(&g, &p, &ScopedThreads(2), bf16::from_f32).unwrap();
             }
         }
     }

@@ -6,12 +6,23 @@
 //! block stream through it from L2. (This is the classic BLIS order applied to `Cᵀ = Bᵀ·Aᵀ`: with
 //! M = 512 tokens, A is small enough to pack once.)
 //!
-//! With several threads, each thread takes a range of columns of B and C and runs the whole loop
-//! nest on it, packing its own copy of each A block: one fork-join per call (waking workers costs
-//! more than the duplicated A packing, which M = 512 keeps small), and threads write disjoint
-//! columns of C.
+//! Packing reads A and B from wherever they live; a weight larger than L2 comes from L3 or
+//! memory, a block's rows a row stride apart. While the tiles of one block multiply, the rows
+//! the next packing step reads are prefetched a slice per tile ([`super::prefetch`]). For that
+//! to pay, the current and next blocks must fit in L2 together, so a deep product (K ≥ 3072)
+//! uses half the kernel's depth block.
+//!
+//! With several threads, each thread usually takes a range of columns of B and C and runs the
+//! whole loop nest on it, packing its own copy of each A block: one fork-join per call (waking
+//! workers costs more than the duplicated A packing, which M = 512 keeps small), and threads write
+//! disjoint columns of C. Two threads on a product at least twice as deep as it is wide split the
+//! depth instead: each packs half of A and half of B, the second writes its product into scratch,
+//! and a second fork-join adds it to C.
+
+use core::ops::Range;
 
 use super::pack::{GemmRhs, pack_a, pack_b};
+use super::prefetch::{Lookahead, Region};
 use super::{MAX_TILE, Mat, MatMut, MicroKernel, round_up};
 use crate::isa::Isa;
 use crate::parallel::Parallel;
@@ -20,31 +31,56 @@ use crate::vectorize::vectorized;
 /// Floats of slack per packed buffer so each can start on a 64-byte boundary.
 const ALIGN_SLACK: usize = 16;
 
-/// How the scratch of one GEMM call is laid out: an A block and a B block per thread.
+/// How the threads share one GEMM call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Each thread takes a range of C's columns (and packs its own copy of every A block).
+    Columns,
+    /// Two threads each take half of the depth over all of C; the second writes its product
+    /// into scratch, added to C after both are done.
+    Depth,
+}
+
+/// How the scratch of one GEMM call is laid out: an A block and a B block per thread, and with
+/// [`Split::Depth`] the second thread's `m × n` product.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ScratchPlan {
-    /// Threads that multiply (each owns a range of columns).
+    /// Threads that multiply.
     teams: usize,
+    split: Split,
     /// Floats of one thread's packed A block (plus slack).
     a_len: usize,
     /// Floats of one thread's packed B block (plus slack).
     b_len: usize,
+    /// Floats of the second thread's product ([`Split::Depth`] only).
+    partial_len: usize,
 }
 
 impl ScratchPlan {
     pub(super) fn new(uk: &MicroKernel, m: usize, n: usize, k: usize, threads: usize) -> Self {
         let teams = threads.max(1).min(n.div_ceil(uk.nr)).max(1);
-        let cols_per_team = round_up(n.div_ceil(teams), uk.nr);
-        let kc = uk.kc.min(k);
+        // Two threads splitting the columns both pack all of A. When the depth is at least twice
+        // the width, that duplicated packing (M·K floats each) costs more than adding a second
+        // M×N product into C afterwards (3072→768 X·W at M = 512, 2 threads: about +1%).
+        let split = if threads == 2 && teams == 2 && k >= 2 * n && k >= 2 * uk.kc {
+            Split::Depth
+        } else {
+            Split::Columns
+        };
+        let cols_per_team =
+            if split == Split::Depth { n } else { round_up(n.div_ceil(teams), uk.nr) };
+        let kc = depth_block(uk, k).min(k);
         ScratchPlan {
             teams,
+            split,
             a_len: round_up(uk.mc.min(m), uk.mr) * kc + ALIGN_SLACK,
             b_len: round_up(uk.nc.min(cols_per_team), uk.nr) * kc + ALIGN_SLACK,
+            partial_len: if split == Split::Depth { m * n } else { 0 },
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.teams * (self.a_len + self.b_len)
+        self.teams * (self.a_len + self.b_len) + self.partial_len
     }
 }
 
@@ -89,55 +125,146 @@ pub(super) fn run<T: GemmRhs>(
         scale_rows(c.data, m, n, ldc, beta);
         return;
     }
-    let (mr, nr) = (uk.mr, uk.nr);
     let base = Shared(scratch.as_mut_ptr());
     let c_base = Shared(c.data.as_mut_ptr());
     let teams = plan.teams;
-    let cols_per_team = round_up(n.div_ceil(teams), nr);
+    // SAFETY: team t's packing blocks lie inside `scratch` (plan.len() floats, checked by the
+    // caller), disjoint from every other team's; each team asks for its own once.
+    let packs = |t: usize| unsafe {
+        let own = core::slice::from_raw_parts_mut(
+            base.get().add(t * (plan.a_len + plan.b_len)),
+            plan.a_len + plan.b_len,
+        );
+        let (a_region, b_region) = own.split_at_mut(plan.a_len);
+        (aligned(a_region), aligned(b_region))
+    };
+    if plan.split == Split::Depth {
+        let partial = Shared(scratch[teams * (plan.a_len + plan.b_len)..].as_mut_ptr());
+        let half = k / 2;
+        let team = |t: usize| {
+            let (a_pack, b_pack) = packs(t);
+            let (out, ld, beta_t, depth) = match t {
+                0 => (c_base.get(), ldc, beta, 0..half),
+                _ => (partial.get(), n, 0.0, half..k),
+            };
+            // SAFETY: `out` holds m rows of n floats, `ld` apart, written by this team only.
+            unsafe {
+                multiply(isa, uk, alpha, &a, &b, beta_t, out, ld, 0..n, depth, a_pack, b_pack)
+            };
+        };
+        parallel.run(teams, &team);
+        let rows_per_team = m.div_ceil(teams);
+        let add = |t: usize| {
+            for i in t * rows_per_team..m.min((t + 1) * rows_per_team) {
+                // SAFETY: row i of C and of the partial belong to this task; both hold n floats.
+                let (row, part) = unsafe {
+                    (
+                        core::slice::from_raw_parts_mut(c_base.get().add(i * ldc), n),
+                        core::slice::from_raw_parts(partial.get().add(i * n), n),
+                    )
+                };
+                vectorized!(isa, row.iter_mut().zip(part).for_each(|(x, &p)| *x += p));
+            }
+        };
+        parallel.run(teams, &add);
+        return;
+    }
+    let cols_per_team = round_up(n.div_ceil(teams), uk.nr);
     let team = |t: usize| {
         let c0 = t * cols_per_team;
         let c1 = n.min(c0 + cols_per_team);
-        // SAFETY: team t owns scratch blocks t (A, then B) and columns c0..c1 of C.
-        let (a_pack, b_pack) = unsafe {
-            let own = core::slice::from_raw_parts_mut(
-                base.get().add(t * (plan.a_len + plan.b_len)),
-                plan.a_len + plan.b_len,
-            );
-            let (a_region, b_region) = own.split_at_mut(plan.a_len);
-            (aligned(a_region), aligned(b_region))
+        let (a_pack, b_pack) = packs(t);
+        // SAFETY: columns c0..c1 of C belong to team t.
+        unsafe {
+            multiply(isa, uk, alpha, &a, &b, beta, c_base.get(), ldc, c0..c1, 0..k, a_pack, b_pack)
         };
-        for ic in (0..m).step_by(uk.mc) {
-            let mc = uk.mc.min(m - ic);
-            for pc in (0..k).step_by(uk.kc) {
-                let kc = uk.kc.min(k - pc);
-                vectorized!(isa, pack_a(isa, &a, ic, mc, pc, kc, mr, a_pack));
-                // The first depth block applies beta; later ones accumulate onto it.
-                let beta_k = if pc == 0 { beta } else { 1.0 };
-                for jc in (c0..c1).step_by(uk.nc) {
-                    let nc = uk.nc.min(c1 - jc);
-                    vectorized!(isa, pack_b(isa, &b, pc, kc, jc, nc, nr, b_pack));
-                    // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C belong to this team.
-                    unsafe {
-                        macro_kernel(
-                            uk,
-                            alpha,
-                            beta_k,
-                            kc,
-                            mc,
-                            nc,
-                            a_pack,
-                            kc * mr,
-                            b_pack,
-                            kc * nr,
-                            c_base.get().add(ic * ldc + jc),
-                            ldc,
-                        )
-                    };
-                }
-            }
-        }
     };
     if teams == 1 { team(0) } else { parallel.run(teams, &team) }
+}
+
+/// The depth block for a product of depth `k`: the kernel's, halved for a deep product, whose
+/// A and B blocks then fit in L2 beside the next ones, fetched while they multiply (3072→768
+/// X·W: +2–3% at 1 thread). Shallower products keep the full block: halving it doubles the
+/// passes over C, which cost more than the prefetch saves there (768→768 X·W, 2 threads: −4%).
+fn depth_block(uk: &MicroKernel, k: usize) -> usize {
+    if k >= 3072 { uk.kc / 2 } else { uk.kc }
+}
+
+/// `C[.., cols] = alpha·A[.., depth]·B[depth, cols] + beta·C[.., cols]` over all of A's rows:
+/// the loop nest of one thread, packing into `a_pack` and `b_pack`.
+///
+/// # Safety
+/// `c` is valid for reads and writes of A's rows of `cols.end` floats, `ldc` apart, and no other
+/// thread touches columns `cols` of them.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply<T: GemmRhs>(
+    isa: Isa,
+    uk: &MicroKernel,
+    alpha: f32,
+    a: &Mat<'_, f32>,
+    b: &Mat<'_, T>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: Range<usize>,
+    depth: Range<usize>,
+    a_pack: &mut [f32],
+    b_pack: &mut [f32],
+) {
+    let (mr, nr, m) = (uk.mr, uk.nr, a.rows);
+    let (c0, c1, k) = (cols.start, cols.end, depth.end);
+    let block = depth_block(uk, a.cols);
+    // The blocks packed after the one at (ic, pc, jc), fetched while it multiplies.
+    let next_blocks = |ic: usize, pc: usize, jc: usize| {
+        let next_jc = jc + uk.nc;
+        if next_jc < c1 {
+            let b_next = Region::of(b, pc, block.min(k - pc), next_jc, uk.nc.min(c1 - next_jc));
+            return Lookahead::new(b_next, None);
+        }
+        let (ia, pa) = if pc + block < k {
+            (ic, pc + block)
+        } else if ic + uk.mc < m {
+            (ic + uk.mc, depth.start)
+        } else {
+            return Lookahead::NONE;
+        };
+        let kc = block.min(k - pa);
+        Lookahead::new(
+            Region::of(b, pa, kc, c0, uk.nc.min(c1 - c0)),
+            Region::of(a, ia, uk.mc.min(m - ia), pa, kc),
+        )
+    };
+    for ic in (0..m).step_by(uk.mc) {
+        let mc = uk.mc.min(m - ic);
+        for pc in depth.clone().step_by(block) {
+            let kc = block.min(depth.end - pc);
+            vectorized!(isa, pack_a(isa, a, ic, mc, pc, kc, mr, a_pack));
+            // The first depth block applies beta; later ones accumulate onto it.
+            let beta_k = if pc == depth.start { beta } else { 1.0 };
+            for jc in cols.clone().step_by(uk.nc) {
+                let nc = uk.nc.min(cols.end - jc);
+                vectorized!(isa, pack_b(isa, b, pc, kc, jc, nc, nr, b_pack));
+                // SAFETY: rows ic..ic+mc, columns jc..jc+nc of C (caller).
+                unsafe {
+                    macro_kernel(
+                        uk,
+                        alpha,
+                        beta_k,
+                        kc,
+                        mc,
+                        nc,
+                        a_pack,
+                        kc * mr,
+                        b_pack,
+                        kc * nr,
+                        c.add(ic * ldc + jc),
+                        ldc,
+                        &next_blocks(ic, pc, jc),
+                    )
+                };
+            }
+        }
+    }
 }
 
 /// The part of `region` starting at its first 64-byte boundary.
@@ -179,14 +306,19 @@ pub(super) unsafe fn macro_kernel(
     b_stride: usize,
     c: *mut f32,
     ldc: usize,
+    ahead: &Lookahead,
 ) {
     let (mr, nr) = (uk.mr, uk.nr);
     let mut tile = [0.0f32; MAX_TILE];
+    let tiles = mc.div_ceil(mr) * nc.div_ceil(nr);
+    let mut t = 0;
     for ir in (0..mc).step_by(mr) {
         let rows = mr.min(mc - ir);
         let a_panel = a_pack[(ir / mr) * a_stride..].as_ptr();
         for jr in (0..nc).step_by(nr) {
             let cols = nr.min(nc - jr);
+            ahead.fetch_slice(t, tiles);
+            t += 1;
             let b_panel = b_pack[(jr / nr) * b_stride..].as_ptr();
             // SAFETY: the tile lies inside the block of C.
             let c_tile = unsafe { c.add(ir * ldc + jr) };

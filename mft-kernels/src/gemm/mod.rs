@@ -32,6 +32,7 @@ mod driver;
 mod offload;
 mod pack;
 pub(crate) mod packed;
+mod prefetch;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]

@@ -174,6 +174,7 @@ pub(crate) fn run_packed(
             b.stride,
             c.data.as_mut_ptr(),
             ldc,
+            &super::prefetch::Lookahead::NONE,
         )
     };
 }
