@@ -8,7 +8,8 @@
 //! from the caller ([`Gemm::scratch_len`] says how much); nothing is allocated.
 //!
 //! Work is split across threads through [`Parallel`]: each thread takes a range of columns of B
-//! and C.
+//! and C, or, for two threads on a product at least twice as deep as it is wide, half of the depth
+//! (the second half's product is added into C afterwards, from scratch).
 //!
 //! A [`Gemm`] may carry an offload backend ([`GemmOffload`], see [`Gemm::with_offload`]): each
 //! product is offered to it first, and runs on the CPU only when it declines.
