@@ -5,6 +5,7 @@ use mft_core::{Element, bf16, f16};
 
 use super::Mat;
 use super::offload::{OffloadRhs, RhsData};
+use super::prefetch::{Level, prefetch_line};
 use crate::isa::Isa;
 
 /// An element type B may have. f16 and bf16 are widened to f32 while packing.
@@ -153,30 +154,6 @@ fn copy_runs(panel: &mut [f32], mr: usize, src: &[f32], stride: usize, rows: usi
     }
 }
 
-/// Asks the cache for the 128 bytes from `at` (two lines); a hint, never a fault.
-#[inline(always)]
-fn prefetch_128_bytes(at: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch does not fault, wherever it points.
-    unsafe {
-        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(at.cast());
-        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64).cast());
-    }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: a prefetch does not fault, wherever it points.
-    unsafe {
-        core::arch::asm!(
-            "prfm pldl1keep, [{at}]",
-            "prfm pldl1keep, [{at}, #64]",
-            at = in(reg) at,
-            options(nostack, readonly, preserves_flags)
-        );
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = at;
-}
-
 /// Pack rows `p0..p0 + kc` and columns `j0..j0 + nc` of B into `nr`-column panels: panel `q`
 /// holds, for each `k`, the `nr` values of columns `j0 + q·nr ..`, zero past the last column.
 #[inline(always)]
@@ -201,7 +178,9 @@ pub(super) fn pack_b<T: GemmRhs>(
                 // The same row of the next panel, which the hardware prefetcher (one run per
                 // row, rows a stride apart) does not fetch ahead.
                 if cols == nr {
-                    prefetch_128_bytes(b.data.as_ptr().wrapping_add(start + nr).cast());
+                    let next: *const u8 = b.data.as_ptr().wrapping_add(start + nr).cast();
+                    prefetch_line(next, Level::L1);
+                    prefetch_line(next.wrapping_add(64), Level::L1);
                 }
                 for (o, &v) in out[..cols].iter_mut().zip(&b.data[start..start + cols]) {
                     *o = v.widen();

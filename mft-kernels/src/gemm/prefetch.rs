@@ -5,7 +5,8 @@
 //! no multiplication to overlap. (At 3072→768 X·W, packing B from a block that stays in cache
 //! instead of the real one was 6% faster at 1 thread.) So while the micro-kernels work through
 //! one block, the driver spreads prefetches of the next blocks' source rows over its tiles: a
-//! few lines per tile, into L2.
+//! few lines per tile, into L2. The prefetch instruction itself ([`prefetch_line`], into L1 or
+//! L2) lives here too; packing B uses it for the next panel's rows.
 
 use super::Mat;
 
@@ -77,10 +78,10 @@ impl Lookahead {
                 let at = region.start.wrapping_add(run * region.stride_bytes);
                 let mut offset = 0;
                 while offset < region.run_bytes {
-                    prefetch_line(at.wrapping_add(offset));
+                    prefetch_line(at.wrapping_add(offset), Level::L2);
                     offset += 64;
                 }
-                prefetch_line(at.wrapping_add(region.run_bytes - 1));
+                prefetch_line(at.wrapping_add(region.run_bytes - 1), Level::L2);
             }
             from = from.saturating_sub(region.runs);
             to = to.saturating_sub(region.runs);
@@ -88,24 +89,43 @@ impl Lookahead {
     }
 }
 
-/// Asks for the cache line holding `at`; a hint, never a fault.
+/// The cache a prefetch asks a line into.
+#[derive(Clone, Copy)]
+pub(super) enum Level {
+    /// L1 (and the levels below it): data needed within a few hundred cycles.
+    L1,
+    /// L2: data needed after the current block, which must not push it out of L1.
+    L2,
+}
+
+/// Asks for the cache line holding `at` into `level`; a hint, never a fault.
 #[inline(always)]
-fn prefetch_line(at: *const u8) {
+pub(super) fn prefetch_line(at: *const u8, level: Level) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch does not fault, wherever it points.
     unsafe {
-        use core::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T1>(at.cast());
+        use core::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+        match level {
+            Level::L1 => _mm_prefetch::<_MM_HINT_T0>(at.cast()),
+            Level::L2 => _mm_prefetch::<_MM_HINT_T1>(at.cast()),
+        }
     }
     #[cfg(target_arch = "aarch64")]
     // SAFETY: a prefetch does not fault, wherever it points.
     unsafe {
-        core::arch::asm!(
-            "prfm pldl2keep, [{at}]",
-            at = in(reg) at,
-            options(nostack, readonly, preserves_flags)
-        );
+        match level {
+            Level::L1 => core::arch::asm!(
+                "prfm pldl1keep, [{at}]",
+                at = in(reg) at,
+                options(nostack, readonly, preserves_flags)
+            ),
+            Level::L2 => core::arch::asm!(
+                "prfm pldl2keep, [{at}]",
+                at = in(reg) at,
+                options(nostack, readonly, preserves_flags)
+            ),
+        }
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = at;
+    let _ = (at, level);
 }
