@@ -423,8 +423,8 @@ fn measure_primitives(runner: &mut Runner, options: &Options) -> Vec<Value> {
     }
     for mut bench in losses {
         for mode in LossMode::ALL {
-            let s = *bench.shape();
-            let (flops, scratch) = (bench.flops(mode), bench.scratch_len());
+            let s = *bench.shape(mode);
+            let (flops, scratch) = (bench.flops(mode), bench.scratch_len(mode, &kernels, threads));
             measure(
                 "loss fwd+bwd",
                 format!("{} {}", bench.name(), mode.name()),

@@ -7,15 +7,15 @@
 //! Rows (each timed `reps` times, interleaved in rotation after a warm-up; median and min–max):
 //! - `gemm X·Wᵀ`: the reference rate, `2·tokens·hidden·vocab` FLOPs;
 //! - `forward`: [`Kernels::lm_head_loss_forward`], one useful GEMM's FLOPs;
-//! - `fwd+bwd full`: [`Kernels::lm_head_loss_forward_backward`] with `d_weight` (full
-//!   fine-tuning), counted as the 3 useful GEMMs (logits, `d_hidden`, `d_weight`) although it
-//!   executes 4 (the backward recomputes the logits);
+//! - `fwd+bwd full, chunks`: [`Kernels::lm_head_loss_forward_backward`] with `d_weight` (full
+//!   fine-tuning) on the shape of [`LmHeadLoss::new`] (vocabulary chunks, `--chunk` sets them),
+//!   counted as the 3 useful GEMMs (logits, `d_hidden`, `d_weight`) although it executes 4 (the
+//!   backward recomputes the logits);
+//! - `fwd+bwd full, token blocks`: the same call on [`LmHeadLoss::with_token_blocks`]'s shape
+//!   (what a trained head runs; absent where the vocabulary is too large for it), which
+//!   executes the 3 useful GEMMs;
 //! - `fwd+bwd LoRA` and `fwd+bwd LoRA bf16`: without `d_weight` (frozen head, f32 or bf16),
-//!   counted as the 2 useful GEMMs, which is also what runs;
-//! - `token blocks (GEMMs only)`, GPT-2 only: the alternative design that keeps a block of
-//!   `R = 64` tokens' logits over the whole vocabulary (12.9 MB) and so runs exactly the 3 useful
-//!   GEMMs, on 64-row operands: only its GEMMs are timed (a lower bound on its cost), counted as
-//!   the 3 useful GEMMs.
+//!   counted as the 2 useful GEMMs, which is also what runs.
 //!
 //! The ratio column is each row's useful GFLOP/s over the GEMM row's median GFLOP/s.
 
@@ -38,9 +38,6 @@ usage: loss [--reps N] [--threads 1,2] [--shapes gpt2,gemma] [--chunk N] [--quic
   --shapes LIST   gpt2 (512×768×50257) and/or gemma (512×640×262144) (default both)
   --chunk N       vocabulary chunk of the fused loss (default: LmHeadLoss::new's)
   --quick         2 repetitions, GPT-2 only";
-
-/// Tokens of the token-block design.
-const TOKEN_BLOCK: usize = 64;
 
 /// A vocabulary-sized shape.
 #[derive(Debug, Clone, Copy)]
@@ -145,9 +142,9 @@ enum Row {
     Gemm,
     Forward,
     Full,
+    FullBlocks,
     Lora,
     LoraBf16,
-    TokenBlocks,
 }
 
 impl Row {
@@ -155,10 +152,10 @@ impl Row {
         match self {
             Row::Gemm => "gemm X·Wᵀ",
             Row::Forward => "forward",
-            Row::Full => "fwd+bwd full (d_weight)",
+            Row::Full => "fwd+bwd full, chunks",
+            Row::FullBlocks => "fwd+bwd full, token blocks",
             Row::Lora => "fwd+bwd LoRA (frozen f32)",
             Row::LoraBf16 => "fwd+bwd LoRA (frozen bf16)",
-            Row::TokenBlocks => "token blocks R=64 (GEMMs only)",
         }
     }
 
@@ -167,7 +164,7 @@ impl Row {
         match self {
             Row::Gemm | Row::Forward => 1.0,
             Row::Lora | Row::LoraBf16 => 2.0,
-            Row::Full | Row::TokenBlocks => 3.0,
+            Row::Full | Row::FullBlocks => 3.0,
         }
     }
 
@@ -223,6 +220,19 @@ fn run_row(
                 parallel,
             ));
         }
+        Row::FullBlocks => {
+            black_box(k.lm_head_loss_forward_backward(
+                &loss.with_token_blocks(),
+                &b.hidden,
+                &b.weight,
+                &b.labels,
+                1.0,
+                &mut b.d_hidden,
+                Some(&mut b.d_weight),
+                &mut b.scratch,
+                parallel,
+            ));
+        }
         Row::Lora => {
             black_box(k.lm_head_loss_forward_backward(
                 loss,
@@ -249,31 +259,6 @@ fn run_row(
                 parallel,
             ));
         }
-        Row::TokenBlocks => {
-            // The three GEMMs of each block of R tokens: logits (R × vocab, in the first R rows
-            // of the big buffer), d_hidden += dl·W, d_weight += dlᵀ·hidden_R.
-            let r = TOKEN_BLOCK;
-            for t0 in (0..t).step_by(r) {
-                let rows = r.min(t - t0);
-                let x = Mat::row_major(&b.hidden[t0 * h..(t0 + rows) * h], rows, h, h);
-                let w = Mat::row_major(&b.weight, v, h, h);
-                let block = &mut b.logits[..rows * v];
-                k.gemm().run(
-                    1.0,
-                    x,
-                    w.t(),
-                    0.0,
-                    MatMut::row_major(block, rows, v, v),
-                    &mut b.scratch,
-                    parallel,
-                );
-                let dl = Mat::row_major(&b.logits[..rows * v], rows, v, v);
-                let dh = MatMut::row_major(&mut b.d_hidden[t0 * h..(t0 + rows) * h], rows, h, h);
-                k.gemm().run(1.0, dl, w, 0.0, dh, &mut b.scratch, parallel);
-                let dw = MatMut::row_major(&mut b.d_weight, v, h, h);
-                k.gemm().run(1e-9, dl.t(), x, 1.0, dw, &mut b.scratch, parallel);
-            }
-        }
     }
 }
 
@@ -290,12 +275,8 @@ fn measure(shape: &Shape, threads: usize, options: &Options) {
         loss = loss.with_chunk(chunk);
     }
     let loss_scratch = loss.scratch_len(&k, threads);
-    let gemm_scratch = k
-        .gemm()
-        .scratch_len(t, v, h, threads)
-        .max(k.gemm().scratch_len(TOKEN_BLOCK, v, h, threads))
-        .max(k.gemm().scratch_len(TOKEN_BLOCK, h, v, threads))
-        .max(k.gemm().scratch_len(v, h, TOKEN_BLOCK, threads));
+    let blocks_scratch = loss.with_token_blocks().scratch_len(&k, threads);
+    let gemm_scratch = k.gemm().scratch_len(t, v, h, threads);
     // Hidden states and weights of the scale of a trained model's (logits of a few units).
     let weight = random_values(v * h, 0xd1b5_4a32_d192_ed03, 0.1);
     let mut b = Buffers {
@@ -309,21 +290,24 @@ fn measure(shape: &Shape, threads: usize, options: &Options) {
         d_hidden: vec![0.0; t * h],
         d_weight: vec![0.0; v * h],
         logits: vec![0.0; t * v],
-        scratch: vec![0.0; loss_scratch.max(gemm_scratch)],
+        scratch: vec![0.0; loss_scratch.max(blocks_scratch).max(gemm_scratch)],
     };
-    let mut rows = vec![Row::Gemm, Row::Forward, Row::Full, Row::Lora, Row::LoraBf16];
-    if shape.name == "gpt2" {
-        rows.push(Row::TokenBlocks);
+    let mut rows = vec![Row::Gemm, Row::Forward, Row::Full];
+    if loss.with_token_blocks().token_block() > 0 {
+        rows.push(Row::FullBlocks);
     }
+    rows.extend([Row::Lora, Row::LoraBf16]);
     eprintln!(
         "{} ({t} tokens × {h} hidden × {v} vocab), {threads} thread(s), {} ISA, chunk {}, \
-         scratch {:.2} MB ({} floats: logits block {:.2} MB)",
+         scratch {:.2} MB ({} floats: logits block {:.2} MB); token blocks of {}: scratch {:.2} MB",
         shape.name,
         k.isa(),
         loss.chunk(),
         loss_scratch as f64 * 4.0 / 1e6,
         loss_scratch,
         (t * loss.chunk()) as f64 * 4.0 / 1e6,
+        loss.with_token_blocks().token_block(),
+        blocks_scratch as f64 * 4.0 / 1e6,
     );
     // Warm-up: one call of each (pages the buffers in).
     for &row in &rows {

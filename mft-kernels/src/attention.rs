@@ -66,7 +66,6 @@ mod forward;
 
 use core::ops::Range;
 
-use crate::gemm::packed::align64;
 use crate::kernels::Kernels;
 use crate::parallel::{Parallel, SharedSlice};
 use crate::vectorize::vectorized;
@@ -569,13 +568,6 @@ fn key_align(width: usize) -> usize {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// Splits `len` floats starting on a 64-byte boundary off the front of `buf` (which holds
-/// `len + 16`), returning them and the rest.
-fn take_aligned(buf: &mut [f32], len: usize) -> (&mut [f32], &mut [f32]) {
-    let (region, rest) = buf.split_at_mut(len + 16);
-    (&mut align64(region)[..len], rest)
 }
 
 impl Kernels {

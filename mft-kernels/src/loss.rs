@@ -59,6 +59,8 @@ use crate::kernels::Kernels;
 use crate::math::{self, LANES};
 use crate::parallel::{Parallel, SharedSlice, for_each_range};
 
+mod token_blocks;
+
 /// The label of a token that takes no part in the loss (PyTorch's `ignore_index` default).
 pub const IGNORE_INDEX: i32 = -100;
 
@@ -82,6 +84,10 @@ pub struct LmHeadLoss {
     hidden: usize,
     vocab: usize,
     chunk: usize,
+    /// Tokens per block of the trained-head path (0: that path is not planned).
+    token_block: usize,
+    /// Vocabulary entries per chunk of a token block's walk.
+    block_chunk: usize,
 }
 
 /// The result of a forward pass: the mean loss and how many tokens it averages over.
@@ -120,7 +126,8 @@ impl LmHeadLoss {
     pub fn new(tokens: usize, hidden: usize, vocab: usize) -> Self {
         let chunk =
             (CHUNK_LOGITS / tokens.max(1)).clamp(MIN_CHUNK, MAX_CHUNK) / CHUNK_ALIGN * CHUNK_ALIGN;
-        LmHeadLoss { tokens, hidden, vocab, chunk: chunk.min(vocab).max(1) }
+        let chunk = chunk.min(vocab).max(1);
+        LmHeadLoss { tokens, hidden, vocab, chunk, token_block: 0, block_chunk: chunk }
     }
 
     /// The same shape walked in chunks of `chunk` vocabulary entries (more than `vocab` means one
@@ -153,11 +160,45 @@ impl LmHeadLoss {
         self.chunk
     }
 
+    /// The same shape planned for a trained head: [`Kernels::lm_head_loss_forward_backward`]
+    /// with `d_weight` (and an f32 head) then keeps blocks of tokens' logits over the whole
+    /// vocabulary and runs the three useful products instead of four (see
+    /// `loss/token_blocks.rs`). A block holds about 3.4M logits (64 tokens at GPT-2's 50257
+    /// entries, 12.9 MB), walked in chunks of 128 entries. A vocabulary so large that a block
+    /// would hold fewer than 32 tokens (above about 106k entries) keeps the recomputing chunk
+    /// path, whose scratch is far smaller. The other calls, and [`LmHeadLoss::chunk`], are
+    /// unchanged.
+    pub fn with_token_blocks(self) -> Self {
+        match token_blocks::default_block(self.tokens, self.vocab) {
+            0 => self,
+            block => {
+                let walk_chunk = token_blocks::BLOCK_CHUNK.min(self.vocab).max(1);
+                LmHeadLoss { token_block: block, block_chunk: walk_chunk, ..self }
+            }
+        }
+    }
+
+    /// The trained-head path with blocks of `tokens` tokens (at most all of them) walking the
+    /// vocabulary in the current chunks ([`LmHeadLoss::with_chunk`] before this call), or, with
+    /// 0, without it.
+    pub fn with_token_block(self, tokens: usize) -> Self {
+        LmHeadLoss { token_block: tokens.min(self.tokens), block_chunk: self.chunk, ..self }
+    }
+
+    /// Tokens per block of the trained-head path (0 when it is not planned).
+    pub fn token_block(&self) -> usize {
+        self.token_block
+    }
+
     /// Floats of scratch each of the three calls needs with `kernels` on up to `threads`
     /// threads.
     pub fn scratch_len(&self, kernels: &Kernels, threads: usize) -> usize {
         let (stats, logits, gemm) = self.scratch_parts(kernels.gemm(), threads);
-        stats + logits + gemm
+        let blocks = match self.token_block {
+            0 => 0,
+            _ => token_blocks::scratch_len(self, kernels.gemm(), threads),
+        };
+        (stats + logits + gemm).max(blocks)
     }
 
     /// Floats of the per-token state (with the labels' head rows), the logits block and the
@@ -437,7 +478,25 @@ impl Kernels {
         };
         let valid = shape.check(WHAT, hidden, labels);
         check_gradients(WHAT, shape, d_hidden, Some(d_weight));
-        let s = self.split_scratch(WHAT, shape, scratch, parallel.threads());
+        let threads = parallel.threads();
+        // Token blocks multiply on this CPU's micro-kernels directly; with an offload backend the
+        // chunk path's whole products are what it can take.
+        let blocks = shape.token_block > 0 && valid > 0 && self.gemm().offload().is_none();
+        if let Some(head) = T::as_f32(weight).filter(|_| blocks) {
+            let needed = shape.scratch_len(self, threads);
+            assert!(
+                scratch.len() >= needed,
+                "{WHAT}: scratch holds {} floats, needs {needed} for {shape:?} on {threads} \
+                 threads (see LmHeadLoss::scratch_len)",
+                scratch.len()
+            );
+            let ops = Operands { shape, hidden, labels };
+            let g = gradient_scale(d_loss, valid);
+            let total = self
+                .token_blocks_forward_backward(ops, head, g, d_hidden, d_weight, scratch, parallel);
+            return LossValue { loss: (total / valid as f64) as f32, valid_tokens: valid };
+        }
+        let s = self.split_scratch(WHAT, shape, scratch, threads);
         if valid == 0 {
             d_hidden.fill(0.0);
             return LossValue { loss: 0.0, valid_tokens: 0 };

@@ -227,7 +227,7 @@ impl Model {
         let dedicated_replay = !train || (checkpointed > 0 && checkpointed + 2 > cfg.layers);
         let rope_len = Kernels::rope_table_len(cfg.head_dim, seq);
         let saved_len = self.saved_len(lora, batch, seq, purpose);
-        let loss = LmHeadLoss::new(n, h, cfg.vocab);
+        let loss = self.loss_shape(n, train && lora.is_none());
         let scratch_len = block::kernel_scratch_len(kernels, cfg, &d, threads)
             .max(loss.scratch_len(kernels, threads))
             .max(kernels.gemm().scratch_len(n, cfg.vocab, h, threads));
@@ -446,7 +446,7 @@ impl Model {
         // Final norm and the fused head + loss.
         let final_norm = self.final_norm();
         final_norm.forward(&ctx, buf.x_final, buf.hidden, buf.mean, buf.rstd);
-        let shape = LmHeadLoss::new(d.n, self.config.hidden, self.config.vocab);
+        let shape = self.loss_shape(d.n, lora.is_none());
         let loss = match grads.param(&self.layout, head) {
             // A trained head (full fine-tuning) is in the weights (checked above).
             Some(d_head) => kernels.lm_head_loss_forward_backward(
@@ -748,6 +748,13 @@ impl Model {
             bias: (self.config.family == Family::Gpt2)
                 .then_some(Param::Global(GlobalParam::FinalNormBias)),
         }
+    }
+
+    /// The fused loss's shape over `tokens` tokens; with `trained_head` (full fine-tuning, as
+    /// the workspace was planned), planned for the trained head's token blocks.
+    fn loss_shape(&self, tokens: usize, trained_head: bool) -> LmHeadLoss {
+        let shape = LmHeadLoss::new(tokens, self.config.hidden, self.config.vocab);
+        if trained_head { shape.with_token_blocks() } else { shape }
     }
 
     fn head_param(&self) -> Param {

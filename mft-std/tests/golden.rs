@@ -433,7 +433,11 @@ fn every_gemm_of_a_step_goes_through_an_offload_and_still_matches_the_reference(
 
 #[test]
 fn a_declining_offload_leaves_results_identical() {
-    for (case, threads) in [("gpt2_lora", 2), ("qwen2_full", 1)] {
+    // Frozen heads only: a trained head's fused loss takes its whole-product path when a backend
+    // is installed (so that the backend is offered those products) and its token-block path on
+    // the CPU alone, which round differently. Both full fine-tuning runs are checked against
+    // the fixtures by `check_case_with` (and the offload one by the dispatch test above).
+    for (case, threads) in [("gpt2_lora", 2), ("qwen2_lora", 1)] {
         let plain = check_case_with(case, threads, None, &|| {});
         let decliner = Recorder::leak(true);
         let declined =

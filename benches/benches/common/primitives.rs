@@ -130,7 +130,10 @@ impl LossMode {
 /// The fused LM head + cross-entropy on one `tokens × hidden × vocab` problem.
 pub struct LossBench {
     name: &'static str,
+    /// The shape as a frozen head runs it (vocabulary chunks).
     shape: LmHeadLoss,
+    /// The shape planned for a trained head (token blocks where the vocabulary allows).
+    trained: LmHeadLoss,
     hidden: Vec<f32>,
     weight: Vec<f32>,
     labels: Vec<i32>,
@@ -159,20 +162,24 @@ impl LossBench {
         threads: usize,
     ) -> Self {
         let shape = LmHeadLoss::new(tokens, hidden, vocab);
+        let trained = shape.with_token_blocks();
         // Weights of a trained model's scale (logits of a few units); every 17th token ignored.
         let weight = random_values(vocab * hidden, 21).into_iter().map(|w| 0.1 * w).collect();
         let labels = (0..tokens)
             .map(|i| if i % 17 == 16 { IGNORE_INDEX } else { ((i * 7919) % vocab) as i32 })
             .collect();
+        let scratch =
+            shape.scratch_len(kernels, threads).max(trained.scratch_len(kernels, threads));
         LossBench {
             name,
             shape,
+            trained,
             hidden: random_values(tokens * hidden, 22),
             weight,
             labels,
             d_hidden: vec![0.0; tokens * hidden],
             d_weight: vec![0.0; vocab * hidden],
-            scratch: vec![0.0; shape.scratch_len(kernels, threads)],
+            scratch: vec![0.0; scratch],
         }
     }
 
@@ -181,19 +188,22 @@ impl LossBench {
         self.name
     }
 
-    /// The shape.
-    pub fn shape(&self) -> &LmHeadLoss {
-        &self.shape
+    /// The shape `mode` runs.
+    pub fn shape(&self, mode: LossMode) -> &LmHeadLoss {
+        match mode {
+            LossMode::Full => &self.trained,
+            LossMode::FrozenHead => &self.shape,
+        }
     }
 
-    /// Scratch floats the loss asks for.
-    pub fn scratch_len(&self) -> usize {
-        self.scratch.len()
+    /// Scratch floats the loss asks for in `mode` on `threads` threads.
+    pub fn scratch_len(&self, mode: LossMode, kernels: &Kernels, threads: usize) -> usize {
+        self.shape(mode).scratch_len(kernels, threads)
     }
 
     /// Counted FLOPs of one call in `mode` (see the module docs).
     pub fn flops(&self, mode: LossMode) -> f64 {
-        let s = &self.shape;
+        let s = self.shape(mode);
         mode.useful_products() * 2.0 * s.tokens() as f64 * s.hidden() as f64 * s.vocab() as f64
     }
 
@@ -203,8 +213,12 @@ impl LossBench {
             LossMode::Full => Some(&mut self.d_weight[..]),
             LossMode::FrozenHead => None,
         };
+        let shape = match mode {
+            LossMode::Full => &self.trained,
+            LossMode::FrozenHead => &self.shape,
+        };
         black_box(kernels.lm_head_loss_forward_backward(
-            &self.shape,
+            shape,
             &self.hidden,
             &self.weight,
             &self.labels,

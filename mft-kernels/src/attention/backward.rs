@@ -26,11 +26,11 @@
 use core::ops::Range;
 
 use super::{
-    AttentionInputs, Geometry, Partition, key_align, strip_align, take_aligned, transpose,
-    visible_keys,
+    AttentionInputs, Geometry, Partition, key_align, strip_align, transpose, visible_keys,
 };
 use crate::gemm::packed::{
     Packed, pack_a_full, pack_b_full, packed_len, panel_stride, run_packed, run_packed_to_panels,
+    take_aligned,
 };
 use crate::gemm::{Gemm, Mat, MatMut, round_up};
 use crate::math::{dot, exp};

@@ -18,6 +18,7 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     nc: 384,
     run: kernel,
     short: Some(short_kernel),
+    stepped: Some(stepped_kernel),
 };
 
 /// # Safety
@@ -33,7 +34,7 @@ unsafe fn kernel(
     beta: f32,
 ) {
     // SAFETY: as for this function.
-    unsafe { tile::<MR>(MR, kc, a, b, c, ldc, alpha, beta) }
+    unsafe { tile::<MR, false>(MR, kc, a, 1, MR, b, c, ldc, alpha, beta) }
 }
 
 /// # Safety
@@ -53,25 +54,56 @@ unsafe fn short_kernel(
     // SAFETY: as for this function; each variant computes at least `rows` rows.
     unsafe {
         match rows {
-            0..=4 => tile::<4>(rows, kc, a, b, c, ldc, alpha, beta),
-            5..=8 => tile::<8>(rows, kc, a, b, c, ldc, alpha, beta),
-            _ => tile::<MR>(rows, kc, a, b, c, ldc, alpha, beta),
+            0..=4 => tile::<4, false>(rows, kc, a, 1, MR, b, c, ldc, alpha, beta),
+            5..=8 => tile::<8, false>(rows, kc, a, 1, MR, b, c, ldc, alpha, beta),
+            _ => tile::<MR, false>(rows, kc, a, 1, MR, b, c, ldc, alpha, beta),
         }
     }
 }
 
-/// The first `R` rows of the tile (of an A panel still `MR` values per depth step), of which
-/// the first `rows ≤ R` are written.
-///
 /// # Safety
-/// As [`super::ShortKernelFn`]; `R ≤ MR`.
-#[inline]
+/// See [`super::SteppedKernelFn`]; the CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
-unsafe fn tile<const R: usize>(
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
+unsafe fn stepped_kernel(
     rows: usize,
     kc: usize,
     a: *const f32,
+    a_row: usize,
+    a_step: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    // SAFETY: as for this function; a full tile reads its `MR` rows, a short one reads rows
+    // below `rows` only (the clamped variants repeat the last row for the rest).
+    unsafe {
+        match rows {
+            MR => tile::<MR, false>(MR, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
+            0..=4 => tile::<4, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
+            5..=8 => tile::<8, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
+            _ => tile::<MR, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
+        }
+    }
+}
+
+/// The first `R` rows of the tile, of which the first `rows ≤ R` are written; A's rows lie
+/// `a_row` floats apart and its depth steps `a_step` (1 and `MR` in a packed panel). With
+/// `CLAMP`, rows from `rows` on read row `rows − 1` instead (an A in place has no padding).
+///
+/// # Safety
+/// As [`super::ShortKernelFn`] (packed A) or [`super::SteppedKernelFn`]; `R ≤ MR`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
+unsafe fn tile<const R: usize, const CLAMP: bool>(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    a_row: usize,
+    a_step: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -87,16 +119,17 @@ unsafe fn tile<const R: usize>(
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
-        // SAFETY: each step reads R ≤ MR floats of the A panel and NR of the B panel (kc steps).
+        // SAFETY: each step reads R ≤ MR floats of A (the first `rows` with CLAMP) and NR of the
+        // B panel (kc steps).
         unsafe {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(i));
+                let ai = _mm512_set1_ps(*a.add(a_row * if CLAMP { i.min(rows - 1) } else { i }));
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
-            a = a.add(MR);
+            a = a.add(a_step);
             b = b.add(NR);
         }
     }

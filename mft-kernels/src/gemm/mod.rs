@@ -196,6 +196,29 @@ pub(crate) type ShortKernelFn = unsafe fn(
     beta: f32,
 );
 
+/// Computes the first `rows` (`1 ≤ rows ≤ mr`) rows of a tile, all `nr` columns, with A read in place
+/// instead of from a packed panel: row `i` at depth step `p` is `a[i·a_row + p·a_step]` (a
+/// packed panel is `a_row = 1`, `a_step = mr`). Reads only those `rows` rows, so A needs no
+/// padding. B is a packed panel as for [`MicroKernelFn`].
+///
+/// # Safety
+/// `a` is valid for reads at every `i·a_row + p·a_step` with `i < rows`, `p < kc`; `b` holds
+/// `kc·nr` floats, 64-byte aligned; `c` is valid for reads and writes of the first `rows` rows;
+/// the CPU supports the kernel's ISA.
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
+pub(crate) type SteppedKernelFn = unsafe fn(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    a_row: usize,
+    a_step: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+);
+
 /// A micro-kernel with its tile and the cache blocking that suits it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MicroKernel {
@@ -214,6 +237,8 @@ pub(crate) struct MicroKernel {
     /// The routine for a tile's first rows, where the ISA has one (else edge tiles run `run`
     /// into a buffer).
     pub short: Option<ShortKernelFn>,
+    /// The routine for an A read in place, where the ISA has one (else such an A is packed).
+    pub stepped: Option<SteppedKernelFn>,
 }
 
 /// The largest tile (`mr·nr`) any kernel uses: edge tiles are computed into a buffer this size.

@@ -12,6 +12,7 @@
 //! blocks of them: [`Packed::skip`] starts the panels `p` steps of depth later).
 
 use super::pack::{pack_a, pack_b};
+use super::prefetch::{Lookahead, Region};
 use super::{Gemm, Mat, MatMut, round_up};
 
 /// Floats between panels of depth `k` and width `width`: `k·width` rounded up to 16 floats.
@@ -29,6 +30,13 @@ pub(crate) fn packed_len(count: usize, width: usize, stride: usize) -> usize {
 pub(crate) fn align64(buf: &mut [f32]) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64).min(15.min(buf.len()));
     &mut buf[skip..]
+}
+
+/// Splits `len` floats starting on a 64-byte boundary off the front of `buf` (which holds
+/// `len + 16`), returning them and the rest.
+pub(crate) fn take_aligned(buf: &mut [f32], len: usize) -> (&mut [f32], &mut [f32]) {
+    let (region, rest) = buf.split_at_mut(len + 16);
+    (&mut align64(region)[..len], rest)
 }
 
 /// Whether `len` floats hold `count` rows or columns in panels of `width`, `stride` apart, of
@@ -142,6 +150,22 @@ pub(crate) fn run_packed(
     beta: f32,
     c: MatMut<'_>,
 ) {
+    run_packed_ahead(gemm, alpha, a, b, k, beta, c, None);
+}
+
+/// [`run_packed`] that also prefetches `next` (the operand the caller packs next, in memory)
+/// into L2, spread over the product's tiles, so that its packing does not wait on memory.
+#[allow(clippy::too_many_arguments)] // the BLAS signature with packed operands
+pub(crate) fn run_packed_ahead(
+    gemm: &Gemm,
+    alpha: f32,
+    a: Packed<'_>,
+    b: Packed<'_>,
+    k: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    next: Option<Mat<'_, f32>>,
+) {
     let uk = &gemm.kernel;
     let (m, n, ldc) = (c.rows, c.cols, c.row_stride);
     a.check("A", m, uk.mr, k);
@@ -158,6 +182,10 @@ pub(crate) fn run_packed(
         super::driver::scale_rows(c.data, m, n, ldc, beta);
         return;
     }
+    let ahead = match next {
+        Some(next) => Lookahead::new(Region::of(&next, 0, next.rows, 0, next.cols), None),
+        None => Lookahead::NONE,
+    };
     // SAFETY: C holds `m` rows of `n` floats, `ldc` apart (checked above) and is borrowed
     // mutably; the panels hold `k` steps each, 64-byte aligned (checked above).
     unsafe {
@@ -174,9 +202,114 @@ pub(crate) fn run_packed(
             b.stride,
             c.data.as_mut_ptr(),
             ldc,
-            &super::prefetch::Lookahead::NONE,
+            &ahead,
         )
     };
+}
+
+/// Floats of A packing [`run_in_place`] needs for a `m × k` A (0 where the micro-kernel
+/// reads such an A in place).
+pub(crate) fn in_place_pack_len(gemm: &Gemm, m: usize, k: usize) -> usize {
+    match gemm.kernel.stepped {
+        Some(_) => 0,
+        None => packed_len(m, gemm.kernel.mr, panel_stride(k, gemm.kernel.mr)) + 16,
+    }
+}
+
+/// `C = alpha·A·B + beta·C` for a packed `B` (`k × C.cols`) and an `A` (`C.rows × k`, any
+/// strides) read where it lies, on the calling thread; also prefetches `next` (the operand
+/// the caller reads next) into L2, spread over the tiles. Where the micro-kernel reads A in
+/// place ([`super::SteppedKernelFn`]) nothing is packed; elsewhere A is packed into `a_pack`
+/// ([`in_place_pack_len`] floats) first.
+///
+/// # Panics
+/// If A does not match C, `a_pack` is too short, B is too short for its panels, or C's view
+/// reaches past its slice.
+#[allow(clippy::too_many_arguments)] // the BLAS signature with a packed B and A's scratch
+pub(crate) fn run_in_place(
+    gemm: &Gemm,
+    alpha: f32,
+    a: Mat<'_, f32>,
+    b: Packed<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    a_pack: &mut [f32],
+    next: Option<Mat<'_, f32>>,
+) {
+    let uk = &gemm.kernel;
+    let (m, n, k, ldc) = (c.rows, c.cols, a.cols, c.row_stride);
+    assert!(a.rows == m, "gemm packed: A in place has {} rows, C has {m}", a.rows);
+    let Some(stepped) = uk.stepped else {
+        let stride = panel_stride(k, uk.mr);
+        let a_pack = align64(a_pack);
+        pack_a_full(gemm, a, a_pack, stride);
+        run_packed_ahead(gemm, alpha, Packed::new(a_pack, stride), b, k, beta, c, next);
+        return;
+    };
+    b.check("B", n, uk.nr, k);
+    assert!(
+        m == 0 || n == 0 || (ldc >= n && c.data.len() >= (m - 1) * ldc + n),
+        "gemm packed: C is {m}×{n} with row stride {ldc} in {} floats",
+        c.data.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        super::driver::scale_rows(c.data, m, n, ldc, beta);
+        return;
+    }
+    assert!(
+        (m - 1) * a.row_stride + (k - 1) * a.col_stride < a.data.len(),
+        "gemm packed: A in place reaches past its {} floats",
+        a.data.len()
+    );
+    let (mr, nr) = (uk.mr, uk.nr);
+    let (a_row, a_step) = (a.row_stride, a.col_stride);
+    let ahead = match next {
+        Some(next) => Lookahead::new(Region::of(&next, 0, next.rows, 0, next.cols), None),
+        None => Lookahead::NONE,
+    };
+    let tiles = m.div_ceil(mr) * n.div_ceil(nr);
+    let mut t = 0;
+    let mut tile = [0.0f32; super::MAX_TILE];
+    let c_ptr = c.data.as_mut_ptr();
+    for ir in (0..m).step_by(mr) {
+        let rows = mr.min(m - ir);
+        let a_rows = a.data[ir * a_row..].as_ptr();
+        for jr in (0..n).step_by(nr) {
+            let cols = nr.min(n - jr);
+            ahead.fetch_slice(t, tiles);
+            t += 1;
+            let b_panel = b.data[(jr / nr) * b.stride..].as_ptr();
+            // SAFETY: the tile lies inside C (checked above).
+            let c_tile = unsafe { c_ptr.add(ir * ldc + jr) };
+            if cols == nr {
+                // SAFETY: A holds `rows` floats at each of the k steps from `a_rows` (checked
+                // above), B's panel k·nr aligned floats (checked), the tile's rows lie in C.
+                unsafe {
+                    stepped(rows, k, a_rows, a_row, a_step, b_panel, c_tile, ldc, alpha, beta)
+                };
+                continue;
+            }
+            // A partial column tile: the kernel writes its rows into `tile` (ldc = nr).
+            // SAFETY: as above, with `tile` holding mr·nr floats.
+            unsafe {
+                let out = tile.as_mut_ptr();
+                stepped(rows, k, a_rows, a_row, a_step, b_panel, out, nr, alpha, 0.0)
+            };
+            for i in 0..rows {
+                for j in 0..cols {
+                    // SAFETY: (i, j) is inside the partial tile of C.
+                    unsafe {
+                        let out = c_tile.add(i * ldc + j);
+                        let v = tile[i * nr + j];
+                        *out = if beta == 0.0 { v } else { v + beta * *out };
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `C = alpha·A·B` for packed `A` (`m × k`) and `B` (`k × n`), written as a packed B operand of
@@ -319,6 +452,73 @@ mod tests {
                                 let want: f64 =
                                     (2..k).map(|p| a.at(i, p) as f64 * b.at(p, j) as f64).sum();
                                 assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "{isa} skip");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn products_with_a_in_place_match_a_plain_product() {
+        for isa in Isa::supported() {
+            let with_kernel = Gemm::for_isa(isa).unwrap();
+            // The same ISA without its in-place kernel: A is packed first.
+            let mut packing = with_kernel;
+            packing.kernel.stepped = None;
+            for gemm in [with_kernel, packing] {
+                let (mr, nr) = gemm.tile();
+                for (m, n, k) in [(1, 1, 1), (5, 7, 3), (2 * mr + 1, 3 * nr - 1, 17), (24, 64, 40)]
+                {
+                    let bd = values(k * n, 2);
+                    let b = Mat::row_major(&bd, k, n, n);
+                    let sb = panel_stride(k, nr);
+                    let (mut bbuf, ob) = aligned_buf(packed_len(n, nr, sb));
+                    pack_b_full(&gemm, b, &mut bbuf[ob..], sb);
+                    let pb = Packed::new(&bbuf[ob..], sb);
+                    // A row-major with padded rows (the loss's head chunk), and A the transpose of
+                    // a row-major matrix (its transpose); each slice ends at A's last element.
+                    let row_major = values((m - 1) * (k + 3) + k, 5);
+                    let transposed = values((k - 1) * (m + 2) + m, 6);
+                    let a_views = [
+                        Mat::row_major(&row_major, m, k, k + 3),
+                        Mat::row_major(&transposed, k, m, m + 2).t(),
+                    ];
+                    for a in a_views {
+                        let ldc = n + 3;
+                        let c0 = values(m * ldc, 3);
+                        for (alpha, beta) in [(0.5, 2.0), (1.0, 0.0)] {
+                            let mut c = c0.clone();
+                            if beta == 0.0 {
+                                c.iter_mut().for_each(|x| *x = f32::NAN);
+                            }
+                            let mut a_pack = vec![0.0; in_place_pack_len(&gemm, m, k)];
+                            let out = MatMut::row_major(&mut c, m, n, ldc);
+                            run_in_place(&gemm, alpha, a, pb, beta, out, &mut a_pack, Some(b));
+                            let what = std::format!(
+                                "{isa} (in place: {}) {m}×{n}×{k} strides {:?}",
+                                gemm.kernel.stepped.is_some(),
+                                (a.row_stride, a.col_stride)
+                            );
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let old = if beta == 0.0 { 0.0 } else { c0[i * ldc + j] };
+                                    let want = alpha as f64 * reference(&a, &b, i, j)
+                                        + beta as f64 * old as f64;
+                                    let got = c[i * ldc + j] as f64;
+                                    let tol = 1e-5 * (k as f64).sqrt() + 1e-5;
+                                    assert!(
+                                        (got - want).abs() < tol,
+                                        "{what} ({i},{j}): {got} vs {want}"
+                                    );
+                                }
+                                for j in n..ldc {
+                                    let (got, old) = (c[i * ldc + j], c0[i * ldc + j]);
+                                    let untouched =
+                                        if beta == 0.0 { got.is_nan() } else { got == old };
+                                    assert!(untouched, "{what}: column {j} past C's written");
+                                }
                             }
                         }
                     }

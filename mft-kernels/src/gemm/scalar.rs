@@ -5,8 +5,16 @@ use super::MicroKernel;
 const MR: usize = 4;
 const NR: usize = 4;
 
-pub(super) const KERNEL: MicroKernel =
-    MicroKernel { mr: MR, nr: NR, kc: 256, mc: 256, nc: 256, run: kernel, short: None };
+pub(super) const KERNEL: MicroKernel = MicroKernel {
+    mr: MR,
+    nr: NR,
+    kc: 256,
+    mc: 256,
+    nc: 256,
+    run: kernel,
+    short: None,
+    stepped: Some(stepped_kernel),
+};
 
 /// # Safety
 /// See [`super::MicroKernelFn`].
@@ -34,6 +42,44 @@ unsafe fn kernel(
     for (i, row) in acc.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             // SAFETY: (i, j) is inside the tile the caller made valid.
+            unsafe {
+                let out = c.add(i * ldc + j);
+                *out = if beta == 0.0 { alpha * v } else { alpha * v + beta * *out };
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`super::SteppedKernelFn`].
+#[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
+unsafe fn stepped_kernel(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    a_row: usize,
+    a_step: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    // SAFETY: the caller passes a B panel of kc·NR floats.
+    let b = unsafe { core::slice::from_raw_parts(b, kc * NR) };
+    let mut acc = [[0.0f32; NR]; MR];
+    for (p, bk) in b.chunks_exact(NR).enumerate() {
+        for (i, row) in acc.iter_mut().enumerate().take(rows) {
+            // SAFETY: row i < rows at step p < kc is readable (the caller's contract).
+            let ai = unsafe { *a.add(i * a_row + p * a_step) };
+            for (x, &bj) in row.iter_mut().zip(bk) {
+                *x = libm::fmaf(ai, bj, *x);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(rows) {
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY: (i, j) is inside the tile's first `rows` rows, which the caller made valid.
             unsafe {
                 let out = c.add(i * ldc + j);
                 *out = if beta == 0.0 { alpha * v } else { alpha * v + beta * *out };
