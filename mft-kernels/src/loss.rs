@@ -33,7 +33,9 @@
 //!   flash-style from the unnormalised probabilities `exp(l − m_t)` under the running max `m_t`
 //!   (a row is rescaled when its max grows), divided by the final sum at the end, minus the
 //!   label's weight row. With a trained head, `d_weight` needs the final `lse` before any chunk
-//!   can contribute, so it runs the forward and then the backward (four GEMMs).
+//!   can contribute: on a shape planned with [`LmHeadLoss::with_token_blocks`] (and an f32 head,
+//!   no offload backend) it runs token blocks (below, and `loss/token_blocks.rs`); otherwise the
+//!   forward and then the backward (four GEMMs).
 //!
 //! The head's rows come through [`HeadRows`], one chunk at a time, in vocabulary order: a
 //! `[vocab, hidden]` slice in memory, or (the `_paged` calls, frozen heads only) a source that
@@ -44,15 +46,22 @@
 //! The per-row work on a chunk (max, exp, sums) runs in vectorized bodies (one per ISA) split by
 //! token rows across threads; the products run on [`Kernels::gemm`], which splits its columns.
 //!
-//! # Why vocabulary chunks and a recomputed forward
-//! The alternative that runs exactly the three useful GEMMs keeps a block of tokens' logits over
-//! the whole vocabulary (64 tokens × 50257 = 12.9 MB at GPT-2 shapes): its GEMMs have 64 rows,
-//! stream the whole head twice per block and read and write the whole `d_weight` once per block.
-//! Measured on the 2-core AVX-512 machine (`benches/benches/loss.rs`), those GEMMs alone ran at
-//! 0.57–0.60 of our GEMM's rate (counting the three useful GEMMs), while this design's forward +
-//! backward runs at 0.69–0.73 by the same count (its four GEMMs at 0.93–0.97 of the GEMM's
-//! rate): the recompute is cheaper than the memory traffic. The chunk size barely matters
-//! between 1024 and 4096 entries at 512 tokens (within noise); 2048 keeps scratch small.
+//! # Token blocks for a trained head
+//! Recomputing the logits caps the chunk path at 0.75 of the GEMM's rate with a trained head
+//! (four products where three are useful). A shape planned with
+//! [`LmHeadLoss::with_token_blocks`] instead keeps a block of tokens' logits over the whole
+//! vocabulary (64 tokens × 50257 = 12.9 MB at GPT-2 shapes, 13.6 MB of scratch in all on 1
+//! thread), so one walk gives the logits and the flash-style `d_hidden`, and `d_weight` follows
+//! from the kept values: three products. Their operands are thin (64 tokens), so packing the
+//! head would cost a quarter of the time: the micro-kernels read the head's rows in place
+//! (the GEMM module's stepped kernels), and the next rows are prefetched while a chunk
+//! multiplies. Threads split the vocabulary, not the products. On the 2-core AVX-512 machine
+//! (`cargo bench -p mft-benches --bench loss`) this runs at 0.95 (1 thread) and 0.91 (2) of the
+//! LM head GEMM's rate against 0.75 and 0.72 for the chunk path. A vocabulary too large for a
+//! block of 32 tokens (Gemma 3's 262144 entries) keeps the chunk path.
+//!
+//! The chunk size of the chunk path barely matters between 1024 and 4096 entries at 512 tokens
+//! (within noise); 2048 keeps scratch small.
 
 use crate::gemm::{Gemm, GemmRhs, Mat, MatMut};
 use crate::kernels::Kernels;

@@ -1,6 +1,7 @@
 //! x86_64 AVX2+FMA micro-kernel: a 6×16 tile (12 ymm accumulators, two B vectors, one A
 //! broadcast), 12 FMAs per depth step, and the same tile cut to 2 or 4 rows for the last rows of
-//! a product whose row count is not a multiple of 6.
+//! a product whose row count is not a multiple of 6. The same tile, with A's row and depth
+//! strides as parameters, reads an A in place (the stepped kernel).
 
 use core::arch::x86_64::*;
 

@@ -1,7 +1,9 @@
 //! x86_64 AVX-512F micro-kernel: a 12×32 tile (24 zmm accumulators, two B vectors, A values
 //! broadcast from memory), 24 FMAs per depth step, and the same tile cut to 4 or 8 rows for the
 //! last rows of a product whose row count is not a multiple of 12 (a head dimension of 64 ends
-//! in 4 rows: the full tile would spend two thirds of that panel's FMAs on zero padding).
+//! in 4 rows: the full tile would spend two thirds of that panel's FMAs on zero padding). The
+//! same tile, with A's row and depth strides as parameters, reads an A in place (the stepped
+//! kernel).
 
 use core::arch::x86_64::*;
 

@@ -1,5 +1,6 @@
 //! aarch64 NEON micro-kernel: an 8×12 tile (24 q-register accumulators, three B vectors, two A
-//! vectors used lane by lane with `fmla (by element)`), 24 FMAs per depth step.
+//! vectors used lane by lane with `fmla (by element)`), 24 FMAs per depth step. The stepped
+//! variant (an A read in place) fills the two A vectors lane by lane from its rows.
 
 use core::arch::aarch64::*;
 

@@ -3,6 +3,11 @@
 //! and elementwise passes write their results straight into the panel layout the next product
 //! reads, instead of [`super::Gemm::run`] packing both operands again on every call.
 //!
+//! Also here: products whose A is read where it lies ([`run_in_place`], for the fused loss,
+//! whose thin products would spend a quarter of their time packing the LM head): the ISAs with a
+//! stepped micro-kernel (AVX-512, AVX2, NEON, scalar) broadcast A's values from any row and depth
+//! stride; SVE packs A first.
+//!
 //! Layouts are the micro-kernel's: a packed A (`m × k`) is `⌈m/mr⌉` panels, panel `q` holding,
 //! for each `p < k`, the `mr` values `A[q·mr + i, p]` (k-major, zero past row `m`); a packed B
 //! (`k × n`) is `⌈n/nr⌉` panels, panel `q` holding for each `p` the `nr` values `B[p, q·nr + j]`.
