@@ -8,8 +8,9 @@
 //!   backward `Pᵀ·dO`, `dO·Vᵀ`, `dS·K`, `dSᵀ·Q`), `2·head_dim` FLOPs per visible score each; the
 //!   backward's recomputation of `Q·Kᵀ` and the elementwise work are not counted;
 //! - the loss: `2·tokens·hidden·vocab` per useful product: 3 with the head's gradient (logits,
-//!   `d_hidden`, `d_weight`; the implementation runs a 4th, recomputing the logits), 2 without
-//!   it (a frozen head, as in LoRA).
+//!   `d_hidden`, `d_weight`; on the shape a trained head gets, token blocks where the vocabulary
+//!   allows, which run exactly those 3, else the chunk path, which runs a 4th, recomputing the
+//!   logits), 2 without it (a frozen head, as in LoRA).
 
 use std::hint::black_box;
 
