@@ -207,22 +207,11 @@ fn run_row(
                 parallel,
             ));
         }
-        Row::Full => {
+        Row::Full | Row::FullBlocks => {
+            // The same call; the shape says whether token blocks are planned.
+            let shape = if row == Row::FullBlocks { loss.with_token_blocks() } else { *loss };
             black_box(k.lm_head_loss_forward_backward(
-                loss,
-                &b.hidden,
-                &b.weight,
-                &b.labels,
-                1.0,
-                &mut b.d_hidden,
-                Some(&mut b.d_weight),
-                &mut b.scratch,
-                parallel,
-            ));
-        }
-        Row::FullBlocks => {
-            black_box(k.lm_head_loss_forward_backward(
-                &loss.with_token_blocks(),
+                &shape,
                 &b.hidden,
                 &b.weight,
                 &b.labels,

@@ -267,6 +267,32 @@ unsafe fn multiply<T: GemmRhs>(
     }
 }
 
+/// `C = tile + beta·C` over the first `rows × cols` of a tile computed into `tile` (rows `nr`
+/// apart) with beta 0: the edge tiles the micro-kernels cannot write straight into C.
+///
+/// # Safety
+/// `c` is valid for reads and writes of `rows` rows of `cols` floats, `ldc` apart.
+pub(super) unsafe fn add_partial_tile(
+    tile: &[f32],
+    nr: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    beta: f32,
+) {
+    for i in 0..rows {
+        for j in 0..cols {
+            // SAFETY: (i, j) is inside the partial tile of C (the caller's contract).
+            unsafe {
+                let out = c.add(i * ldc + j);
+                let v = tile[i * nr + j];
+                *out = if beta == 0.0 { v } else { v + beta * *out };
+            }
+        }
+    }
+}
+
 /// The part of `region` starting at its first 64-byte boundary.
 fn aligned(region: &mut [f32]) -> &mut [f32] {
     let skip = region.as_ptr().align_offset(64).min(ALIGN_SLACK);
@@ -331,16 +357,8 @@ pub(super) unsafe fn macro_kernel(
             } else {
                 // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).
                 unsafe { (uk.run)(kc, a_panel, b_panel, tile.as_mut_ptr(), nr, alpha, 0.0) };
-                for i in 0..rows {
-                    for j in 0..cols {
-                        // SAFETY: (i, j) is inside the partial tile of C.
-                        unsafe {
-                            let out = c_tile.add(i * ldc + j);
-                            let v = tile[i * nr + j];
-                            *out = if beta == 0.0 { v } else { v + beta * *out };
-                        }
-                    }
-                }
+                // SAFETY: the tile's first `rows` rows and `cols` columns lie inside C.
+                unsafe { add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
             }
         }
     }

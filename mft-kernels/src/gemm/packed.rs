@@ -168,23 +168,14 @@ pub(crate) fn run_packed_ahead(
     b: Packed<'_>,
     k: usize,
     beta: f32,
-    c: MatMut<'_>,
+    mut c: MatMut<'_>,
     next: Option<Mat<'_, f32>>,
 ) {
     let uk = &gemm.kernel;
     let (m, n, ldc) = (c.rows, c.cols, c.row_stride);
     a.check("A", m, uk.mr, k);
     b.check("B", n, uk.nr, k);
-    assert!(
-        m == 0 || n == 0 || (ldc >= n && c.data.len() >= (m - 1) * ldc + n),
-        "gemm packed: C is {m}×{n} with row stride {ldc} in {} floats",
-        c.data.len()
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 || alpha == 0.0 {
-        super::driver::scale_rows(c.data, m, n, ldc, beta);
+    if !c_needs_product(&mut c, k, alpha, beta) {
         return;
     }
     let ahead = match next {
@@ -212,6 +203,29 @@ pub(crate) fn run_packed_ahead(
     };
 }
 
+/// Checks that C's view holds its rows, and settles the products that multiply nothing (an
+/// empty C; `k = 0` or `alpha = 0`: C is only scaled by `beta`). Returns whether the product
+/// still has to run.
+///
+/// # Panics
+/// If C's view reaches past its slice.
+fn c_needs_product(c: &mut MatMut<'_>, k: usize, alpha: f32, beta: f32) -> bool {
+    let (m, n, ldc) = (c.rows, c.cols, c.row_stride);
+    assert!(
+        m == 0 || n == 0 || (ldc >= n && c.data.len() >= (m - 1) * ldc + n),
+        "gemm packed: C is {m}×{n} with row stride {ldc} in {} floats",
+        c.data.len()
+    );
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 || alpha == 0.0 {
+        super::driver::scale_rows(c.data, m, n, ldc, beta);
+        return false;
+    }
+    true
+}
+
 /// Floats of A packing [`run_in_place`] needs for a `m × k` A (0 where the micro-kernel
 /// reads such an A in place).
 pub(crate) fn in_place_pack_len(gemm: &Gemm, m: usize, k: usize) -> usize {
@@ -237,7 +251,7 @@ pub(crate) fn run_in_place(
     a: Mat<'_, f32>,
     b: Packed<'_>,
     beta: f32,
-    c: MatMut<'_>,
+    mut c: MatMut<'_>,
     a_pack: &mut [f32],
     next: Option<Mat<'_, f32>>,
 ) {
@@ -252,16 +266,7 @@ pub(crate) fn run_in_place(
         return;
     };
     b.check("B", n, uk.nr, k);
-    assert!(
-        m == 0 || n == 0 || (ldc >= n && c.data.len() >= (m - 1) * ldc + n),
-        "gemm packed: C is {m}×{n} with row stride {ldc} in {} floats",
-        c.data.len()
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 || alpha == 0.0 {
-        super::driver::scale_rows(c.data, m, n, ldc, beta);
+    if !c_needs_product(&mut c, k, alpha, beta) {
         return;
     }
     assert!(
@@ -303,16 +308,8 @@ pub(crate) fn run_in_place(
                 let out = tile.as_mut_ptr();
                 stepped(rows, k, a_rows, a_row, a_step, b_panel, out, nr, alpha, 0.0)
             };
-            for i in 0..rows {
-                for j in 0..cols {
-                    // SAFETY: (i, j) is inside the partial tile of C.
-                    unsafe {
-                        let out = c_tile.add(i * ldc + j);
-                        let v = tile[i * nr + j];
-                        *out = if beta == 0.0 { v } else { v + beta * *out };
-                    }
-                }
-            }
+            // SAFETY: the tile's first `rows` rows and `cols` columns lie inside C.
+            unsafe { super::driver::add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
         }
     }
 }
