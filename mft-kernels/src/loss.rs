@@ -18,7 +18,7 @@
 //! The vocabulary is walked in chunks of `chunk` entries ([`LmHeadLoss::with_chunk`]; by default
 //! about 2²⁰ logits a chunk, 2048 entries at 512 tokens). Scratch holds one `tokens × chunk`
 //! block of logits, three floats and one head row (the label's) per token and the GEMM's
-//! packing buffers, never more: at GPT-2 shapes (512 tokens × 768 × 50257) that is 4.2 MB of
+//! packing buffers, never more (token blocks, below, take more): at GPT-2 shapes (512 tokens × 768 × 50257) that is 4.2 MB of
 //! logits, 1.6 MB of label rows and about 2.1 MB of packing per thread
 //! ([`LmHeadLoss::scratch_len`] gives the exact figure).
 //!
@@ -54,7 +54,7 @@
 //! thread), so one walk gives the logits and the flash-style `d_hidden`, and `d_weight` follows
 //! from the kept values: three products. Their operands are thin (64 tokens), so packing the
 //! head would cost a quarter of the time: the micro-kernels read the head's rows in place
-//! (the GEMM module's stepped kernels), and the next rows are prefetched while a chunk
+//! (the GEMM module's strided-A kernels), and the next rows are prefetched while a chunk
 //! multiplies. Threads split the vocabulary, not the products. On the 2-core AVX-512 machine
 //! (`cargo bench -p mft-benches --bench loss`) this runs at 0.95 (1 thread) and 0.91 (2) of the
 //! LM head GEMM's rate against 0.75 and 0.72 for the chunk path. A vocabulary too large for a
@@ -86,7 +86,8 @@ const MIN_LOGITS_PER_TASK: usize = 1 << 14;
 /// Floats of per-token state in scratch: running max, running sum, the label's logit.
 const STATS_PER_TOKEN: usize = 3;
 
-/// The shape of a fused LM head + cross-entropy call and the vocabulary chunk it walks in.
+/// The shape of a fused LM head + cross-entropy call, the vocabulary chunk it walks in, and
+/// (for a trained head) its token blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LmHeadLoss {
     tokens: usize,
@@ -452,7 +453,10 @@ impl Kernels {
     /// computed (see the module docs). Its rounding error is, as the separate backward's, a
     /// few f32 epsilons of `g·|W|` per element (both hold probabilities in f32, so a token
     /// predicted with p within 1e-4 of 1 gets its small gradient to about 1e-3 relative). With
-    /// `d_weight` it runs the forward, then the backward.
+    /// `d_weight`, on a shape planned with [`LmHeadLoss::with_token_blocks`] (an f32 head and no
+    /// offload backend), it runs token blocks: three products, the vocabulary split between the
+    /// threads (so its last bits depend on the thread count); otherwise the forward, then the
+    /// backward.
     ///
     /// # Panics
     /// As [`Kernels::lm_head_loss_backward`].

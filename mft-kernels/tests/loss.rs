@@ -321,6 +321,9 @@ fn logits_beyond_the_range_of_exp_stay_finite() {
     let tol = Tolerance { value: (1e-3, 1e-5), grad: (2e-5, 1e-4) };
     for k in every_isa() {
         check(&k, &p, 1.0, tol);
+        let blocks = Problem { shape: p.shape.with_token_block(4), ..p.clone() };
+        check(&k, &blocks, 1.0, tol);
+        check_full_on_threads(&k, &blocks, 2, tol);
     }
 }
 
@@ -345,6 +348,9 @@ fn confidently_predicted_labels_keep_their_small_gradients_accurate() {
     let tol = Tolerance { value: (1e-6, 1e-5), grad: (1e-7, 1e-3) };
     for k in every_isa() {
         check(&k, &p, 1.0, tol);
+        let blocks = Problem { shape: p.shape.with_token_block(5), ..p.clone() };
+        check(&k, &blocks, 1.0, tol);
+        check_full_on_threads(&k, &blocks, 2, tol);
     }
 }
 
@@ -461,6 +467,23 @@ fn threads_give_the_same_results_as_one_thread() {
     }
 }
 
+/// Checks the fused call with `d_weight` on `threads` threads (token blocks where the shape
+/// plans them: their walkers split the vocabulary) against the reference.
+fn check_full_on_threads<T: GemmRhs>(k: &Kernels, p: &Problem<T>, threads: usize, tol: Tolerance) {
+    let many = ScopedThreads(threads);
+    let want = reference(p, 1.0);
+    let (got, _) = run(k, p, 1.0, false, true, &many);
+    let what = format!("{} {:?} on {threads} threads", k.isa(), p.shape);
+    let (abs, rel) = tol.value;
+    assert_close(&format!("{what}: loss"), &[got.value.loss], &[want.loss], abs, rel);
+    let (abs, rel) = tol.grad;
+    assert_close(&format!("{what}: d_hidden"), &got.d_hidden, &want.d_hidden, abs, rel);
+    let initial = widen(&initial_d_weight(p.weight.len()));
+    let want_d_weight: Vec<f64> = initial.iter().zip(&want.d_weight).map(|(a, b)| a + b).collect();
+    let d_weight = got.d_weight.expect("d_weight");
+    assert_close(&format!("{what}: d_weight"), &d_weight, &want_d_weight, abs, rel);
+}
+
 #[test]
 fn token_blocks_on_threads_match_the_reference() {
     // Chunks split unevenly between the walkers (29 chunks of 10 over 2 and 3 threads), a
@@ -470,19 +493,36 @@ fn token_blocks_on_threads_match_the_reference() {
         p.shape = p.shape.with_token_block(block);
         for k in every_isa() {
             for threads in [2, 3] {
-                let many = ScopedThreads(threads);
-                let want = reference(&p, 1.0);
-                let (got, _) = run(&k, &p, 1.0, false, true, &many);
-                let what = format!("{} token blocks {:?} on {threads} threads", k.isa(), p.shape);
-                let (abs, rel) = TOLERANCE.value;
-                assert_close(&format!("{what}: loss"), &[got.value.loss], &[want.loss], abs, rel);
-                let (abs, rel) = TOLERANCE.grad;
-                assert_close(&format!("{what}: d_hidden"), &got.d_hidden, &want.d_hidden, abs, rel);
-                let initial = widen(&initial_d_weight(p.weight.len()));
-                let want_d_weight: Vec<f64> =
-                    initial.iter().zip(&want.d_weight).map(|(a, b)| a + b).collect();
-                let d_weight = got.d_weight.expect("d_weight");
-                assert_close(&format!("{what}: d_weight"), &d_weight, &want_d_weight, abs, rel);
+                check_full_on_threads(&k, &p, threads, TOLERANCE);
+            }
+        }
+    }
+}
+
+#[test]
+fn walkers_whose_maxima_differ_beyond_the_range_of_exp_merge_exactly() {
+    // Three head rows sit about 200 above the others for every token (hidden states positive,
+    // those rows shifted by 9), at the start of the vocabulary or at its end: the walker that
+    // holds them sees a max far above the other walkers', whose sums must be rescaled to the
+    // common max before they are added (exp of the difference underflows to 0, never overflows).
+    for high_rows_at_end in [false, true] {
+        let mut p = Problem::<f32>::new((13, 50, 60), 10, 31, 4, 1.0);
+        let (_, h, v) = p.dims();
+        p.hidden.iter_mut().for_each(|x| *x = x.abs());
+        let high = if high_rows_at_end { [v - 3, v - 2, v - 1] } else { [0, 1, 2] };
+        for row in high {
+            p.weight[row * h..(row + 1) * h].iter_mut().for_each(|w| *w += 9.0);
+        }
+        let want = reference(&p, 1.0);
+        let largest = want.lse.iter().cloned().fold(0.0, f64::max);
+        assert!(largest > 150.0, "the test needs far-apart maxima (largest lse {largest})");
+        let tol = Tolerance { value: (1e-3, 1e-5), grad: (2e-5, 1e-4) };
+        for k in every_isa() {
+            for block in [4, 13] {
+                let q = Problem { shape: p.shape.with_token_block(block), ..p.clone() };
+                for threads in [1, 2, 3] {
+                    check_full_on_threads(&k, &q, threads, tol);
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! x86_64 AVX2+FMA micro-kernel: a 6×16 tile (12 ymm accumulators, two B vectors, one A
 //! broadcast), 12 FMAs per depth step, and the same tile cut to 2 or 4 rows for the last rows of
 //! a product whose row count is not a multiple of 6. The same tile, with A's row and depth
-//! strides as parameters, reads an A in place (the stepped kernel).
+//! strides as parameters, reads an A in place (the strided-A kernel).
 
 use core::arch::x86_64::*;
 
@@ -18,7 +18,7 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     nc: 384,
     run: kernel,
     short: Some(short_kernel),
-    stepped: Some(stepped_kernel),
+    strided_a: Some(strided_a_kernel),
 };
 
 /// # Safety
@@ -62,10 +62,10 @@ unsafe fn short_kernel(
 }
 
 /// # Safety
-/// See [`super::SteppedKernelFn`]; the CPU must support AVX2 and FMA.
+/// See [`super::StridedAKernelFn`]; the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
-unsafe fn stepped_kernel(
+unsafe fn strided_a_kernel(
     rows: usize,
     kc: usize,
     a: *const f32,
@@ -77,12 +77,13 @@ unsafe fn stepped_kernel(
     alpha: f32,
     beta: f32,
 ) {
+    debug_assert!((1..=MR).contains(&rows), "strided-A tile of {rows} rows");
     // SAFETY: as for this function; a full tile reads its `MR` rows, a short one reads rows
     // below `rows` only (the clamped variants repeat the last row for the rest).
     unsafe {
         match rows {
             MR => tile::<MR, false>(MR, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
-            0..=2 => tile::<2, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
+            1..=2 => tile::<2, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
             3..=4 => tile::<4, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
             _ => tile::<MR, true>(rows, kc, a, a_row, a_step, b, c, ldc, alpha, beta),
         }
@@ -94,7 +95,7 @@ unsafe fn stepped_kernel(
 /// `CLAMP`, rows from `rows` on read row `rows − 1` instead (an A in place has no padding).
 ///
 /// # Safety
-/// As [`super::ShortKernelFn`] (packed A) or [`super::SteppedKernelFn`]; `R ≤ MR`.
+/// As [`super::ShortKernelFn`] (packed A) or [`super::StridedAKernelFn`]; `R ≤ MR`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)] // the micro-kernel signature and the row count
@@ -124,7 +125,8 @@ unsafe fn tile<const R: usize, const CLAMP: bool>(
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
-            a = a.add(a_step);
+            // Past the last step this points past A (never read): wrapping, not `add`.
+            a = a.wrapping_add(a_step);
             b = b.add(NR);
         }
     }

@@ -206,7 +206,7 @@ pub(crate) type ShortKernelFn = unsafe fn(
 /// `kc·nr` floats, 64-byte aligned; `c` is valid for reads and writes of the first `rows` rows;
 /// the CPU supports the kernel's ISA.
 #[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
-pub(crate) type SteppedKernelFn = unsafe fn(
+pub(crate) type StridedAKernelFn = unsafe fn(
     rows: usize,
     kc: usize,
     a: *const f32,
@@ -238,7 +238,7 @@ pub(crate) struct MicroKernel {
     /// into a buffer).
     pub short: Option<ShortKernelFn>,
     /// The routine for an A read in place, where the ISA has one (else such an A is packed).
-    pub stepped: Option<SteppedKernelFn>,
+    pub strided_a: Option<StridedAKernelFn>,
 }
 
 /// The largest tile (`mr·nr`) any kernel uses: edge tiles are computed into a buffer this size.

@@ -1,5 +1,5 @@
 //! aarch64 NEON micro-kernel: an 8×12 tile (24 q-register accumulators, three B vectors, two A
-//! vectors used lane by lane with `fmla (by element)`), 24 FMAs per depth step. The stepped
+//! vectors used lane by lane with `fmla (by element)`), 24 FMAs per depth step. The strided-A
 //! variant (an A read in place) fills the two A vectors lane by lane from its rows.
 
 use core::arch::aarch64::*;
@@ -17,7 +17,7 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     nc: 384,
     run: kernel,
     short: None,
-    stepped: Some(stepped_kernel),
+    strided_a: Some(strided_a_kernel),
 };
 
 /// # Safety
@@ -37,10 +37,10 @@ unsafe fn kernel(
 }
 
 /// # Safety
-/// See [`super::SteppedKernelFn`]; the CPU must support NEON.
+/// See [`super::StridedAKernelFn`]; the CPU must support NEON.
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
-unsafe fn stepped_kernel(
+unsafe fn strided_a_kernel(
     rows: usize,
     kc: usize,
     a: *const f32,
@@ -62,7 +62,7 @@ unsafe fn stepped_kernel(
 ///
 /// # Safety
 /// As [`super::MicroKernelFn`] (packed A: `a_row = 1`, `a_step = MR`, `rows = MR`) or
-/// [`super::SteppedKernelFn`].
+/// [`super::StridedAKernelFn`].
 #[inline]
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
@@ -111,7 +111,8 @@ unsafe fn tile<const IN_PLACE: bool>(
                 acc[6][h] = vfmaq_laneq_f32::<2>(acc[6][h], bv[h], a_hi);
                 acc[7][h] = vfmaq_laneq_f32::<3>(acc[7][h], bv[h], a_hi);
             }
-            a = a.add(a_step);
+            // Past the last step this points past A (never read): wrapping, not `add`.
+            a = a.wrapping_add(a_step);
             b = b.add(NR);
         }
     }

@@ -3,10 +3,10 @@
 //! and elementwise passes write their results straight into the panel layout the next product
 //! reads, instead of [`super::Gemm::run`] packing both operands again on every call.
 //!
-//! Also here: products whose A is read where it lies ([`run_in_place`], for the fused loss,
-//! whose thin products would spend a quarter of their time packing the LM head): the ISAs with a
-//! stepped micro-kernel (AVX-512, AVX2, NEON, scalar) broadcast A's values from any row and depth
-//! stride; SVE packs A first.
+//! Also here: products whose A is read where it lies, unpacked, with any row and depth strides
+//! ([`run_strided_a`], for the fused loss, whose thin products would spend a quarter of their
+//! time packing the LM head): the ISAs with a strided-A micro-kernel (AVX-512 and AVX2 broadcast
+//! A's values, NEON loads them lane by lane, scalar) read it directly; SVE packs A first.
 //!
 //! Layouts are the micro-kernel's: a packed A (`m × k`) is `⌈m/mr⌉` panels, panel `q` holding,
 //! for each `p < k`, the `mr` values `A[q·mr + i, p]` (k-major, zero past row `m`); a packed B
@@ -158,8 +158,9 @@ pub(crate) fn run_packed(
     run_packed_ahead(gemm, alpha, a, b, k, beta, c, None);
 }
 
-/// [`run_packed`] that also prefetches `next` (the operand the caller packs next, in memory)
-/// into L2, spread over the product's tiles, so that its packing does not wait on memory.
+/// [`run_packed`] that also prefetches `next` (memory the caller touches next: the operand it
+/// packs or multiplies next) into L2, spread over the product's tiles, so that the caller does
+/// not then wait on memory.
 #[allow(clippy::too_many_arguments)] // the BLAS signature with packed operands
 pub(crate) fn run_packed_ahead(
     gemm: &Gemm,
@@ -226,26 +227,26 @@ fn c_needs_product(c: &mut MatMut<'_>, k: usize, alpha: f32, beta: f32) -> bool 
     true
 }
 
-/// Floats of A packing [`run_in_place`] needs for a `m × k` A (0 where the micro-kernel
+/// Floats of A packing [`run_strided_a`] needs for a `m × k` A (0 where the micro-kernel
 /// reads such an A in place).
-pub(crate) fn in_place_pack_len(gemm: &Gemm, m: usize, k: usize) -> usize {
-    match gemm.kernel.stepped {
+pub(crate) fn strided_a_pack_len(gemm: &Gemm, m: usize, k: usize) -> usize {
+    match gemm.kernel.strided_a {
         Some(_) => 0,
-        None => packed_len(m, gemm.kernel.mr, panel_stride(k, gemm.kernel.mr)) + 16,
+        None => packed_len(m, gemm.kernel.mr, panel_stride(k, gemm.kernel.mr)),
     }
 }
 
 /// `C = alpha·A·B + beta·C` for a packed `B` (`k × C.cols`) and an `A` (`C.rows × k`, any
-/// strides) read where it lies, on the calling thread; also prefetches `next` (the operand
-/// the caller reads next) into L2, spread over the tiles. Where the micro-kernel reads A in
-/// place ([`super::SteppedKernelFn`]) nothing is packed; elsewhere A is packed into `a_pack`
-/// ([`in_place_pack_len`] floats) first.
+/// strides) read where it lies, on the calling thread; also prefetches `next` (memory the
+/// caller touches next) into L2, spread over the tiles. Where the micro-kernel reads A in place
+/// ([`super::StridedAKernelFn`]) nothing is packed; elsewhere A is packed into `a_pack`
+/// ([`strided_a_pack_len`] floats, starting on a 64-byte boundary) first.
 ///
 /// # Panics
-/// If A does not match C, `a_pack` is too short, B is too short for its panels, or C's view
-/// reaches past its slice.
+/// If A does not match C or reaches past its slice, `a_pack` is too short or misaligned, B is
+/// too short for its panels, or C's view reaches past its slice.
 #[allow(clippy::too_many_arguments)] // the BLAS signature with a packed B and A's scratch
-pub(crate) fn run_in_place(
+pub(crate) fn run_strided_a(
     gemm: &Gemm,
     alpha: f32,
     a: Mat<'_, f32>,
@@ -258,9 +259,8 @@ pub(crate) fn run_in_place(
     let uk = &gemm.kernel;
     let (m, n, k, ldc) = (c.rows, c.cols, a.cols, c.row_stride);
     assert!(a.rows == m, "gemm packed: A in place has {} rows, C has {m}", a.rows);
-    let Some(stepped) = uk.stepped else {
+    let Some(strided_a) = uk.strided_a else {
         let stride = panel_stride(k, uk.mr);
-        let a_pack = align64(a_pack);
         pack_a_full(gemm, a, a_pack, stride);
         run_packed_ahead(gemm, alpha, Packed::new(a_pack, stride), b, k, beta, c, next);
         return;
@@ -298,7 +298,7 @@ pub(crate) fn run_in_place(
                 // SAFETY: A holds `rows` floats at each of the k steps from `a_rows` (checked
                 // above), B's panel k·nr aligned floats (checked), the tile's rows lie in C.
                 unsafe {
-                    stepped(rows, k, a_rows, a_row, a_step, b_panel, c_tile, ldc, alpha, beta)
+                    strided_a(rows, k, a_rows, a_row, a_step, b_panel, c_tile, ldc, alpha, beta)
                 };
                 continue;
             }
@@ -306,7 +306,7 @@ pub(crate) fn run_in_place(
             // SAFETY: as above, with `tile` holding mr·nr floats.
             unsafe {
                 let out = tile.as_mut_ptr();
-                stepped(rows, k, a_rows, a_row, a_step, b_panel, out, nr, alpha, 0.0)
+                strided_a(rows, k, a_rows, a_row, a_step, b_panel, out, nr, alpha, 0.0)
             };
             // SAFETY: the tile's first `rows` rows and `cols` columns lie inside C.
             unsafe { super::driver::add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
@@ -468,11 +468,13 @@ mod tests {
             let with_kernel = Gemm::for_isa(isa).unwrap();
             // The same ISA without its in-place kernel: A is packed first.
             let mut packing = with_kernel;
-            packing.kernel.stepped = None;
+            packing.kernel.strided_a = None;
             for gemm in [with_kernel, packing] {
                 let (mr, nr) = gemm.tile();
-                for (m, n, k) in [(1, 1, 1), (5, 7, 3), (2 * mr + 1, 3 * nr - 1, 17), (24, 64, 40)]
-                {
+                // Every row count up to two tiles and one more (each short-tile variant), a
+                // partial column tile, and a product of whole tiles.
+                let shapes = (1..=2 * mr + 1).map(|m| (m, 3 * nr - 1, 17));
+                for (m, n, k) in shapes.chain([(1, 1, 1), (5, 7, 3), (24, 64, 40)]) {
                     let bd = values(k * n, 2);
                     let b = Mat::row_major(&bd, k, n, n);
                     let sb = panel_stride(k, nr);
@@ -495,12 +497,13 @@ mod tests {
                             if beta == 0.0 {
                                 c.iter_mut().for_each(|x| *x = f32::NAN);
                             }
-                            let mut a_pack = vec![0.0; in_place_pack_len(&gemm, m, k)];
+                            let (mut a_buf, oa) = aligned_buf(strided_a_pack_len(&gemm, m, k));
+                            let a_pack = &mut a_buf[oa..];
                             let out = MatMut::row_major(&mut c, m, n, ldc);
-                            run_in_place(&gemm, alpha, a, pb, beta, out, &mut a_pack, Some(b));
+                            run_strided_a(&gemm, alpha, a, pb, beta, out, a_pack, Some(b));
                             let what = std::format!(
                                 "{isa} (in place: {}) {m}×{n}×{k} strides {:?}",
-                                gemm.kernel.stepped.is_some(),
+                                gemm.kernel.strided_a.is_some(),
                                 (a.row_stride, a.col_stride)
                             );
                             for i in 0..m {

@@ -13,7 +13,7 @@ pub(super) const KERNEL: MicroKernel = MicroKernel {
     nc: 256,
     run: kernel,
     short: None,
-    stepped: Some(stepped_kernel),
+    strided_a: Some(strided_a_kernel),
 };
 
 /// # Safety
@@ -51,9 +51,9 @@ unsafe fn kernel(
 }
 
 /// # Safety
-/// See [`super::SteppedKernelFn`].
+/// See [`super::StridedAKernelFn`].
 #[allow(clippy::too_many_arguments)] // the micro-kernel signature, the rows and A's strides
-unsafe fn stepped_kernel(
+unsafe fn strided_a_kernel(
     rows: usize,
     kc: usize,
     a: *const f32,

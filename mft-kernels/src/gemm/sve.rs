@@ -30,7 +30,7 @@ pub(super) unsafe fn kernel() -> MicroKernel {
     // About 384 columns of B per block (sized for L2), rounded down to whole tiles (384 itself
     // for every power-of-two vector length up to 1024 bits).
     let nc = (384 / nr).max(1) * nr;
-    MicroKernel { mr: MR, nr, kc: 256, mc: 1024, nc, run: tile, short: None, stepped: None }
+    MicroKernel { mr: MR, nr, kc: 256, mc: 1024, nc, run: tile, short: None, strided_a: None }
 }
 
 /// # Safety

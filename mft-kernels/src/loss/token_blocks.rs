@@ -23,22 +23,26 @@
 //!    flash-style `d_hidden` of [`super`]'s frozen-head path, transposed, with `W_cᵀ` read in
 //!    place from cache.
 //!
-//! With `P` threads the chunks are split into `P` contiguous ranges, each walked by one thread
-//! with its own max, sum and accumulator, merged at the end like flash-decoding's split (64
-//! tokens are too thin a product to split between threads). Then `lse = m + ln(sum)`,
-//! `d_hidden = g·(acc/sum − W[label])`, and each thread, over its own chunks again: in place
-//! `dl = g·(E·exp(shift − lse) − onehot)` (a multiply: the exponentials are not recomputed),
-//! then `d_weight_c += dl_cᵀ·hidden` with the block's hidden states packed once, prefetching the
-//! next chunk's `d_weight` rows.
+//! With `P` threads the chunks are split into `min(P, chunks)` contiguous ranges, each walked by
+//! one thread with its own max, sum and accumulator, merged at the end like flash-decoding's
+//! split (64 tokens are too thin a product to split between threads). Then
+//! `lse = m + ln(sum)`, `d_hidden = g·(acc/sum − W[label])`, and each thread, over its own
+//! chunks again: in place `dl = g·(E·exp(shift − lse) − onehot)` (a multiply: the exponentials
+//! are not recomputed), then `d_weight_c += dl_cᵀ·hidden` with the block's hidden states packed
+//! once, prefetching the next chunk's `d_weight` rows.
+//!
+//! The sums therefore depend on the number of threads (a result differs in its last bits between
+//! 1 and 2 threads, never between two runs on the same number), as the row-wise kernels'
+//! parameter gradients do; the chunk path splits only its products' columns and does not.
 //!
 //! `E·exp(shift − lse)` is the probability rounded twice instead of once (a few f32 epsilons,
-//! as the chunk path's `exp(l − lse)`); entries below `exp(−87)` of their chunk's max flush to
+//! as the chunk path's `exp(l − lse)`); entries more than 86.5 below their chunk's max flush to
 //! zero, where the probability is below f32's normal range anyway.
 
 use super::{LmHeadLoss, Operands, label_index};
 use crate::gemm::packed::{
-    Packed, in_place_pack_len, pack_a_full, pack_b_full, packed_len, panel_stride, run_in_place,
-    run_packed_ahead, take_aligned,
+    Packed, pack_a_full, pack_b_full, packed_len, panel_stride, run_packed_ahead, run_strided_a,
+    strided_a_pack_len, take_aligned,
 };
 use crate::gemm::{Gemm, Mat, MatMut};
 use crate::kernels::Kernels;
@@ -48,7 +52,7 @@ use core::ops::Range;
 
 /// Logits a default token block holds at most (13.6 MB of f32; 64 tokens at GPT-2's 50257).
 pub(super) const BLOCK_LOGITS: usize = 3_400_000;
-/// A default block's tokens are a multiple of this (whole B panels of every micro-kernel).
+/// A default block smaller than all the tokens is a multiple of this.
 const BLOCK_ALIGN: usize = 16;
 /// Fewest tokens a default block takes: with fewer (a vocabulary above about 100k entries) the
 /// products are too thin to beat the chunk path, which then runs instead.
@@ -83,7 +87,7 @@ struct Plan {
     xb_pack: usize,
     /// The head rows of a chunk packed as the left operand of the logits' product (later the
     /// chunk's `dlᵀ` as the left operand of `d_weight`'s).
-    w_pack: usize,
+    a_pack: usize,
     /// Their transpose packed as the left operand of the accumulator's product.
     wt_pack: usize,
     /// `E` of a chunk packed as a right operand.
@@ -102,13 +106,13 @@ impl Plan {
         let walkers = threads.max(1).min(chunks).max(1);
         let x_pack = packed_len(r, nr, panel_stride(h, nr));
         let xb_pack = packed_len(h, nr, panel_stride(r, nr));
-        let w_pack = in_place_pack_len(gemm, c, h).max(packed_len(c, mr, panel_stride(r, mr)));
-        let wt_pack = in_place_pack_len(gemm, h, c);
+        let a_pack = strided_a_pack_len(gemm, c, h).max(packed_len(c, mr, panel_stride(r, mr)));
+        let wt_pack = strided_a_pack_len(gemm, h, c);
         let e_pack = packed_len(r, nr, panel_stride(c, nr));
         // max, sum, label logit and rescale factor per token; accᵀ; the three packs (aligned).
-        let slot = 4 * r + h * r + w_pack + 16 + wt_pack + e_pack + 16;
+        let slot = 4 * r + h * r + a_pack + 16 + wt_pack + 16 + e_pack + 16;
         let shared = walkers * slot;
-        Plan { block: r, chunks, walkers, x_pack, xb_pack, w_pack, wt_pack, e_pack, slot, shared }
+        Plan { block: r, chunks, walkers, x_pack, xb_pack, a_pack, wt_pack, e_pack, slot, shared }
     }
 
     /// Floats in all: the block, a shift per token and chunk, the block's lse, the packed
@@ -140,11 +144,12 @@ struct Walker<'a> {
     max: &'a mut [f32],
     sum: &'a mut [f32],
     target: &'a mut [f32],
-    /// `exp(old max − new max)` of the current chunk.
+    /// `exp(old max − new max)` of the current chunk (and, while walkers merge, the factor that
+    /// brings this walker's state to the common max).
     rescale: &'a mut [f32],
     /// `[hidden, R]`: Σ over the walked entries of `exp(l − max)·W[v]`, per token column.
     acc_t: &'a mut [f32],
-    w_pack: &'a mut [f32],
+    a_pack: &'a mut [f32],
     wt_pack: &'a mut [f32],
     e_pack: &'a mut [f32],
 }
@@ -159,8 +164,8 @@ impl<'a> Walker<'a> {
         let (target, rest) = rest.split_at_mut(r);
         let (rescale, rest) = rest.split_at_mut(r);
         let (acc_t, rest) = rest.split_at_mut(h * r);
-        let (w_pack, rest) = take_aligned(rest, plan.w_pack);
-        let (wt_pack, rest) = rest.split_at_mut(plan.wt_pack);
+        let (a_pack, rest) = take_aligned(rest, plan.a_pack);
+        let (wt_pack, rest) = take_aligned(rest, plan.wt_pack);
         let (e_pack, _) = take_aligned(rest, plan.e_pack);
         Walker {
             max: &mut max[..n],
@@ -168,7 +173,7 @@ impl<'a> Walker<'a> {
             target: &mut target[..n],
             rescale: &mut rescale[..n],
             acc_t: &mut acc_t[..h * n],
-            w_pack,
+            a_pack,
             wt_pack,
             e_pack,
         }
@@ -177,7 +182,7 @@ impl<'a> Walker<'a> {
 
 /// One walker's part of `d_weight`'s pass: its chunks' values (from entry `v0`), their
 /// shifts, and its rows of `d_weight`.
-struct Pass2<'a> {
+struct WeightGradientPart<'a> {
     v0: usize,
     rows: &'a mut [f32],
     shifts: &'a [f32],
@@ -200,6 +205,21 @@ struct BlockInputs<'a> {
     hidden: usize,
     vocab: usize,
     chunk: usize,
+}
+
+impl BlockInputs<'_> {
+    /// The vocabulary entries of a range of chunks.
+    fn entries(&self, chunks: &Range<usize>) -> Range<usize> {
+        chunks.start * self.chunk..(chunks.end * self.chunk).min(self.vocab)
+    }
+}
+
+/// `(token, row of the chunk)` for every token whose label lies in the chunk `v0..v0 + w`.
+fn labels_in(labels: &[i32], v0: usize, w: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let chunk = v0..v0 + w;
+    labels.iter().enumerate().filter_map(move |(i, &label)| {
+        label_index(label).filter(|y| chunk.contains(y)).map(|y| (i, y - v0))
+    })
 }
 
 impl Kernels {
@@ -268,7 +288,7 @@ impl Kernels {
                 (SharedSlice::new(&mut *d_weight), SharedSlice::new(&mut *slots));
             let lse = &*lse;
             plan.for_each_walker(parallel, |p, chunks| {
-                let entries = chunks.start * inputs.chunk..(chunks.end * inputs.chunk).min(v);
+                let entries = inputs.entries(&chunks);
                 // SAFETY: walker `p` takes its own slot and its own chunks' rows of the block
                 // and of d_weight; the walkers' ranges are disjoint.
                 let (slot, rows, d_rows) = unsafe {
@@ -280,14 +300,14 @@ impl Kernels {
                 };
                 let walker = Walker::carve(slot, &plan, h, n);
                 let shifts = &shifts[chunks.start * n..chunks.end * n];
-                let step = Pass2 {
+                let step = WeightGradientPart {
                     v0: entries.start,
                     rows,
                     shifts,
                     lse,
                     g,
                     d_rows,
-                    a_pack: walker.w_pack,
+                    a_pack: walker.a_pack,
                 };
                 crate::vectorize::vectorized!(
                     self.isa(),
@@ -308,13 +328,13 @@ impl Kernels {
         slots: &mut [f32],
         parallel: &dyn Parallel,
     ) {
-        let (n, h, v, c) = (inputs.n, inputs.hidden, inputs.vocab, inputs.chunk);
+        let (n, h) = (inputs.n, inputs.hidden);
         {
             let block = SharedSlice::new(&mut *block);
             let shifts = SharedSlice::new(&mut *shifts);
             let shared_slots = SharedSlice::new(&mut *slots);
             plan.for_each_walker(parallel, |p, chunks| {
-                let entries = chunks.start * c..(chunks.end * c).min(v);
+                let entries = inputs.entries(&chunks);
                 // SAFETY: walker `p` takes its own slot, and the block rows and shifts of its
                 // own chunks; the ranges of different walkers are disjoint.
                 let (slot, rows, shifts) = unsafe {
@@ -343,10 +363,15 @@ impl Kernels {
     /// become `dlᵀ` (see [`scale_columns`]), are packed, and multiply the packed hidden states
     /// into the chunk's rows of `d_weight`, while the next chunk's rows are fetched.
     #[inline(always)]
-    fn weight_gradient_chunks(&self, inputs: &BlockInputs<'_>, step: Pass2<'_>, mr: usize) {
+    fn weight_gradient_chunks(
+        &self,
+        inputs: &BlockInputs<'_>,
+        step: WeightGradientPart<'_>,
+        mr: usize,
+    ) {
         let (n, h, c) = (inputs.n, inputs.hidden, inputs.chunk);
         let gemm = self.gemm();
-        let Pass2 { v0, rows, shifts, lse, g, d_rows, a_pack } = step;
+        let WeightGradientPart { v0, rows, shifts, lse, g, d_rows, a_pack } = step;
         let sa = panel_stride(n, mr);
         let mut d_rows = d_rows;
         for (k, (lt, shift)) in rows.chunks_mut(c * n).zip(shifts.chunks_exact(n)).enumerate() {
@@ -392,7 +417,7 @@ impl Kernels {
             let next = (next < next_end).then(|| {
                 Mat::row_major(&inputs.weight[next * h..next_end * h], next_end - next, h, h)
             });
-            run_in_place(gemm, 1.0, head, inputs.x_t, 0.0, out, walker.w_pack, next);
+            run_strided_a(gemm, 1.0, head, inputs.x_t, 0.0, out, walker.a_pack, next);
             let first = k == 0;
             online_columns(lt, start, inputs.labels, walker, shift, first, n);
             // accᵀ (=, then +=) W_cᵀ·E, W_cᵀ read in place where the micro-kernel can.
@@ -401,14 +426,14 @@ impl Kernels {
             let out = MatMut::row_major(&mut *walker.acc_t, h, n, n);
             let e = Packed::new(walker.e_pack, sb);
             let beta = if first { 0.0 } else { 1.0 };
-            run_in_place(gemm, 1.0, head.t(), e, beta, out, walker.wt_pack, None);
+            run_strided_a(gemm, 1.0, head.t(), e, beta, out, walker.wt_pack, None);
         }
     }
 }
 
 /// Folds one chunk's logits `lt` (`[w, n]`, entries from `v0`) into the walker's per-token max,
-/// sum and label logit; turns them into `exp(l − max)` in place (zero for ignored tokens);
-/// rescales the accumulator's columns when their max grew; records the shifts used.
+/// sum and label logit; turns them into `exp(l − max)` in place; rescales the accumulator's
+/// columns when their max grew; records the shifts used.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the chunk, its place, the walker's state
 fn online_columns(
@@ -421,10 +446,8 @@ fn online_columns(
     n: usize,
 ) {
     let w = lt.len() / n;
-    for (i, &label) in labels.iter().enumerate() {
-        if let Some(y) = label_index(label).filter(|y| (v0..v0 + w).contains(y)) {
-            walker.target[i] = lt[(y - v0) * n + i];
-        }
+    for (i, row) in labels_in(labels, v0, w) {
+        walker.target[i] = lt[row * n + i];
     }
     shift.copy_from_slice(walker.max);
     for row in lt.chunks_exact(n) {
@@ -448,15 +471,11 @@ fn online_columns(
             }
         }
     }
-    // 1 for a valid token, 0 for an ignored one (its column of E becomes zero).
-    for (keep, &label) in walker.rescale.iter_mut().zip(labels) {
-        *keep = if label == super::IGNORE_INDEX { 0.0 } else { 1.0 };
-    }
-    let (sum, keep) = (&mut *walker.sum, &*walker.rescale);
+    // Ignored tokens are summed too; their loss, d_hidden and dl are left out at the end.
+    let sum = &mut *walker.sum;
     for row in lt.chunks_exact_mut(n) {
-        let lanes = row.iter_mut().zip(shift.iter()).zip(keep).zip(sum.iter_mut());
-        for (((x, &s), &k), total) in lanes {
-            let e = math::exp(*x - s) * k;
+        for ((x, &s), total) in row.iter_mut().zip(shift.iter()).zip(sum.iter_mut()) {
+            let e = math::exp(*x - s);
             *x = e;
             *total += e;
         }
@@ -541,9 +560,7 @@ fn scale_columns(
             }
         }
     }
-    for (i, &label) in labels.iter().enumerate() {
-        if let Some(y) = label_index(label).filter(|y| (v0..v0 + w).contains(y)) {
-            lt[(y - v0) * n + i] -= g;
-        }
+    for (i, row) in labels_in(labels, v0, w) {
+        lt[row * n + i] -= g;
     }
 }
