@@ -1,8 +1,9 @@
 //! `cargo xtask`: every mft workflow as plain Rust, run from the workspace root.
 //!
 //! - `cargo xtask ci`: fmt, tidy, clippy (host and aarch64), fuzz targets (20 s each), host tests,
-//!   the Flower federation test (`cargo xtask flower`), no_std builds, aarch64 tests under qemu, the phone benchmark's pipeline through the fake
-//!   adb (`device::pipeline_check`).
+//!   the kernels' GEMM and loss tests under AddressSanitizer, the Flower federation test
+//!   (`cargo xtask flower`), no_std builds, aarch64 tests under qemu, the phone benchmark's
+//!   pipeline through the fake adb (`device::pipeline_check`).
 //! - `cargo xtask test [--target host|aarch64] [--sve-vl 128,256,512] [--neon-only] [-- FILTER]`
 //! - `cargo xtask nostd`: build the no_std crates for targets without std.
 //! - `cargo xtask bench kernels [--json] [--quick] [--threads 1,2]`: GEMM against its peers and
@@ -29,7 +30,7 @@ mod tidy;
 use std::process::ExitCode;
 
 use cli::{Command, TestTarget};
-use phase::{Failure, Phases};
+use phase::{Failure, Phases, workspace_root};
 
 /// Targets with no std at all: building the core crates for them proves they stay `no_std`.
 const NO_STD_TARGETS: [&str; 2] = ["aarch64-unknown-none", "thumbv7em-none-eabihf"];
@@ -129,12 +130,47 @@ fn ci() -> Result<(), Failure> {
         fuzz::run(&all).map_err(|failure| failure.0)
     })?;
     host_tests(&mut phases, &[])?;
+    phases.run("kernels under AddressSanitizer", sanitized_kernel_tests)?;
     cuda_checks(&mut phases)?;
     flower::run(&mut phases)?;
     no_std_builds(&mut phases)?;
     cross::run(&mut phases, &cross::QemuCpu::all(), &[])?;
     phone_check(&mut phases)?;
     phases.finish()
+}
+
+/// The GEMM and fused-loss tests of mft-kernels built with AddressSanitizer (nightly): the
+/// micro-kernels read operands in place through raw pointers, and a read past an operand's end
+/// (say a short tile reading rows it then drops) changes no result a test can compare.
+fn sanitized_kernel_tests() -> Result<(), String> {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), std::path::PathBuf::from)
+        .join("asan");
+    let args = [
+        "+nightly",
+        "test",
+        "-p",
+        "mft-kernels",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--lib",
+        "--test",
+        "gemm",
+        "--test",
+        "loss",
+    ];
+    println!("RUSTFLAGS=-Zsanitizer=address cargo {}", args.join(" "));
+    let status = std::process::Command::new("cargo")
+        .args(args)
+        .env("RUSTFLAGS", "-Zsanitizer=address")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("CARGO")
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("could not start cargo +nightly: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("sanitized kernel tests failed ({status})")) }
 }
 
 /// The phone benchmark's whole pipeline, without a phone: fake adb, qemu-aarch64.
