@@ -17,7 +17,7 @@
 //! blocks of them: [`Packed::skip`] starts the panels `p` steps of depth later).
 
 use super::pack::{pack_a, pack_b};
-use super::prefetch::{Lookahead, Region};
+use super::prefetch::Lookahead;
 use super::{Gemm, Mat, MatMut, round_up};
 
 /// Floats between panels of depth `k` and width `width`: `k·width` rounded up to 16 floats.
@@ -179,10 +179,7 @@ pub(crate) fn run_packed_ahead(
     if !c_needs_product(&mut c, k, alpha, beta) {
         return;
     }
-    let ahead = match next {
-        Some(next) => Lookahead::new(Region::of(&next, 0, next.rows, 0, next.cols), None),
-        None => Lookahead::NONE,
-    };
+    let ahead = Lookahead::of_whole(next);
     // SAFETY: C holds `m` rows of `n` floats, `ldc` apart (checked above) and is borrowed
     // mutably; the panels hold `k` steps each, 64-byte aligned (checked above).
     unsafe {
@@ -276,10 +273,7 @@ pub(crate) fn run_strided_a(
     );
     let (mr, nr) = (uk.mr, uk.nr);
     let (a_row, a_step) = (a.row_stride, a.col_stride);
-    let ahead = match next {
-        Some(next) => Lookahead::new(Region::of(&next, 0, next.rows, 0, next.cols), None),
-        None => Lookahead::NONE,
-    };
+    let ahead = Lookahead::of_whole(next);
     let tiles = m.div_ceil(mr) * n.div_ceil(nr);
     let mut t = 0;
     let mut tile = [0.0f32; super::MAX_TILE];

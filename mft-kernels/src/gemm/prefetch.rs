@@ -61,6 +61,12 @@ impl Lookahead {
         Lookahead { regions: [b, a] }
     }
 
+    /// All of `next` (nothing for `None`): memory a caller of the packed products reads next.
+    pub(super) fn of_whole(next: Option<Mat<'_, f32>>) -> Self {
+        let region = next.and_then(|m| Region::of(&m, 0, m.rows, 0, m.cols));
+        Lookahead::new(region, None)
+    }
+
     fn runs(&self) -> usize {
         self.regions.iter().flatten().map(|r| r.runs).sum()
     }
