@@ -54,7 +54,7 @@ use core::ops::Range;
 pub(super) const BLOCK_LOGITS: usize = 3_400_000;
 /// A default block smaller than all the tokens is a multiple of this.
 const BLOCK_ALIGN: usize = 16;
-/// Fewest tokens a default block takes: with fewer (a vocabulary above about 100k entries) the
+/// Fewest tokens a default block takes: with fewer (a vocabulary above about 106k entries) the
 /// products are too thin to beat the chunk path, which then runs instead.
 pub(super) const MIN_BLOCK: usize = 32;
 /// Vocabulary entries per chunk of a block's walk: the chunk's head rows (384 KB at hidden 768)
@@ -85,10 +85,11 @@ struct Plan {
     x_pack: usize,
     /// `hidden` of a block, packed as the right operand of `d_weight`'s product.
     xb_pack: usize,
-    /// The head rows of a chunk packed as the left operand of the logits' product (later the
-    /// chunk's `dlᵀ` as the left operand of `d_weight`'s).
+    /// The chunk's `dlᵀ` packed as the left operand of `d_weight`'s product; before that, where
+    /// the ISA has no strided-A kernel, the head rows packed for the logits' product.
     a_pack: usize,
-    /// Their transpose packed as the left operand of the accumulator's product.
+    /// Where the ISA has no strided-A kernel, the head rows' transpose packed for the
+    /// accumulator's product (else nothing).
     wt_pack: usize,
     /// `E` of a chunk packed as a right operand.
     e_pack: usize,
