@@ -23,7 +23,7 @@ use core::ops::Range;
 
 use super::pack::{GemmRhs, pack_a, pack_b};
 use super::prefetch::{Lookahead, Region};
-use super::{MAX_TILE, Mat, MatMut, MicroKernel, round_up};
+use super::{MAX_TILE, Mat, MatMut, MicroKernel, StridedAKernelFn, round_up};
 use crate::isa::Isa;
 use crate::parallel::Parallel;
 use crate::vectorize::vectorized;
@@ -253,8 +253,7 @@ unsafe fn multiply<T: GemmRhs>(
                         kc,
                         mc,
                         nc,
-                        a_pack,
-                        kc * mr,
+                        Left::Packed { panels: a_pack, stride: kc * mr },
                         b_pack,
                         kc * nr,
                         c.add(ic * ldc + jc),
@@ -311,13 +310,24 @@ pub(super) fn scale_rows(c: &mut [f32], m: usize, n: usize, ldc: usize, beta: f3
     }
 }
 
-/// All tiles of one packed `mc × kc` A block times one packed `kc × nc` B block, row panel by
-/// row panel (the A micro-panel stays in L1). A panels lie `a_stride` floats apart, B panels
-/// `b_stride` (`kc·mr` and `kc·nr` when packed here; longer for [`super::packed`]).
+/// Where the macro-kernel's A lies.
+#[derive(Clone, Copy)]
+pub(super) enum Left<'a> {
+    /// Packed `mr`-row panels, `stride` floats apart (`kc·mr` when packed here).
+    Packed { panels: &'a [f32], stride: usize },
+    /// Where it lies, unpacked: row `i`, depth step `p` at `data[i·row + p·step]`, read by the
+    /// strided-A micro-kernel `kernel`.
+    Strided { data: &'a [f32], row: usize, step: usize, kernel: StridedAKernelFn },
+}
+
+/// All tiles of an `mc × kc` A block (`a`) times one packed `kc × nc` B block, row panel by
+/// row panel (the A micro-panel stays in L1). B panels lie `b_stride` floats apart (`kc·nr`
+/// when packed here; longer for [`super::packed`]). Prefetches `ahead`, a slice per tile.
 ///
 /// # Safety
 /// `c` is valid for reads and writes of `mc` rows of `nc` floats, `ldc` apart, and no other
-/// thread touches them; every panel is 64-byte aligned and holds `kc` steps.
+/// thread touches them; every panel is 64-byte aligned and holds `kc` steps; a strided A holds
+/// its `mc` rows of `kc` steps.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn macro_kernel(
     uk: &MicroKernel,
@@ -326,8 +336,7 @@ pub(super) unsafe fn macro_kernel(
     kc: usize,
     mc: usize,
     nc: usize,
-    a_pack: &[f32],
-    a_stride: usize,
+    a: Left<'_>,
     b_pack: &[f32],
     b_stride: usize,
     c: *mut f32,
@@ -340,7 +349,6 @@ pub(super) unsafe fn macro_kernel(
     let mut t = 0;
     for ir in (0..mc).step_by(mr) {
         let rows = mr.min(mc - ir);
-        let a_panel = a_pack[(ir / mr) * a_stride..].as_ptr();
         for jr in (0..nc).step_by(nr) {
             let cols = nr.min(nc - jr);
             ahead.fetch_slice(t, tiles);
@@ -348,17 +356,43 @@ pub(super) unsafe fn macro_kernel(
             let b_panel = b_pack[(jr / nr) * b_stride..].as_ptr();
             // SAFETY: the tile lies inside the block of C.
             let c_tile = unsafe { c.add(ir * ldc + jr) };
-            if rows == mr && cols == nr {
-                // SAFETY: full tile; the panels hold kc·mr and kc·nr floats, aligned (caller).
-                unsafe { (uk.run)(kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
-            } else if let Some(short) = uk.short.filter(|_| cols == nr) {
-                // SAFETY: as above, for the tile's first `rows` rows, which lie inside C.
-                unsafe { short(rows, kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
-            } else {
-                // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).
-                unsafe { (uk.run)(kc, a_panel, b_panel, tile.as_mut_ptr(), nr, alpha, 0.0) };
-                // SAFETY: the tile's first `rows` rows and `cols` columns lie inside C.
-                unsafe { add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
+            let whole_cols = cols == nr;
+            match a {
+                Left::Packed { panels, stride } => {
+                    let a_panel = panels[(ir / mr) * stride..].as_ptr();
+                    if rows == mr && whole_cols {
+                        // SAFETY: full tile; the panels hold kc·mr and kc·nr floats, aligned
+                        // (caller).
+                        unsafe { (uk.run)(kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
+                    } else if let Some(short) = uk.short.filter(|_| whole_cols) {
+                        // SAFETY: as above, for the tile's first `rows` rows, which lie in C.
+                        unsafe { short(rows, kc, a_panel, b_panel, c_tile, ldc, alpha, beta) };
+                    } else {
+                        let out = tile.as_mut_ptr();
+                        // SAFETY: the kernel writes the whole tile into `tile` (ldc = nr).
+                        unsafe { (uk.run)(kc, a_panel, b_panel, out, nr, alpha, 0.0) };
+                        // SAFETY: the tile's first `rows` rows and `cols` columns lie in C.
+                        unsafe { add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
+                    }
+                }
+                Left::Strided { data, row, step, kernel } => {
+                    let a_rows = data[ir * row..].as_ptr();
+                    if whole_cols {
+                        // SAFETY: A holds `rows` rows of kc steps from `a_rows` (caller), B's
+                        // panel kc·nr aligned floats, the tile's rows lie in C.
+                        unsafe {
+                            kernel(rows, kc, a_rows, row, step, b_panel, c_tile, ldc, alpha, beta)
+                        };
+                    } else {
+                        let out = tile.as_mut_ptr();
+                        // SAFETY: as above, into `tile` (mr·nr floats, ldc = nr).
+                        unsafe {
+                            kernel(rows, kc, a_rows, row, step, b_panel, out, nr, alpha, 0.0)
+                        };
+                        // SAFETY: the tile's first `rows` rows and `cols` columns lie in C.
+                        unsafe { add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
+                    }
+                }
             }
         }
     }

@@ -16,6 +16,7 @@
 //! require; a panel may be longer than one product's depth (a packed head of `seq` keys read by
 //! blocks of them: [`Packed::skip`] starts the panels `p` steps of depth later).
 
+use super::driver::Left;
 use super::pack::{pack_a, pack_b};
 use super::prefetch::Lookahead;
 use super::{Gemm, Mat, MatMut, round_up};
@@ -190,8 +191,7 @@ pub(crate) fn run_packed_ahead(
             k,
             m,
             n,
-            a.data,
-            a.stride,
+            Left::Packed { panels: a.data, stride: a.stride },
             b.data,
             b.stride,
             c.data.as_mut_ptr(),
@@ -256,7 +256,7 @@ pub(crate) fn run_strided_a(
     let uk = &gemm.kernel;
     let (m, n, k, ldc) = (c.rows, c.cols, a.cols, c.row_stride);
     assert!(a.rows == m, "gemm packed: A in place has {} rows, C has {m}", a.rows);
-    let Some(strided_a) = uk.strided_a else {
+    let Some(kernel) = uk.strided_a else {
         let stride = panel_stride(k, uk.mr);
         pack_a_full(gemm, a, a_pack, stride);
         run_packed_ahead(gemm, alpha, Packed::new(a_pack, stride), b, k, beta, c, next);
@@ -271,41 +271,27 @@ pub(crate) fn run_strided_a(
         "gemm packed: A in place reaches past its {} floats",
         a.data.len()
     );
-    let (mr, nr) = (uk.mr, uk.nr);
-    let (a_row, a_step) = (a.row_stride, a.col_stride);
     let ahead = Lookahead::of_whole(next);
-    let tiles = m.div_ceil(mr) * n.div_ceil(nr);
-    let mut t = 0;
-    let mut tile = [0.0f32; super::MAX_TILE];
-    let c_ptr = c.data.as_mut_ptr();
-    for ir in (0..m).step_by(mr) {
-        let rows = mr.min(m - ir);
-        let a_rows = a.data[ir * a_row..].as_ptr();
-        for jr in (0..n).step_by(nr) {
-            let cols = nr.min(n - jr);
-            ahead.fetch_slice(t, tiles);
-            t += 1;
-            let b_panel = b.data[(jr / nr) * b.stride..].as_ptr();
-            // SAFETY: the tile lies inside C (checked above).
-            let c_tile = unsafe { c_ptr.add(ir * ldc + jr) };
-            if cols == nr {
-                // SAFETY: A holds `rows` floats at each of the k steps from `a_rows` (checked
-                // above), B's panel k·nr aligned floats (checked), the tile's rows lie in C.
-                unsafe {
-                    strided_a(rows, k, a_rows, a_row, a_step, b_panel, c_tile, ldc, alpha, beta)
-                };
-                continue;
-            }
-            // A partial column tile: the kernel writes its rows into `tile` (ldc = nr).
-            // SAFETY: as above, with `tile` holding mr·nr floats.
-            unsafe {
-                let out = tile.as_mut_ptr();
-                strided_a(rows, k, a_rows, a_row, a_step, b_panel, out, nr, alpha, 0.0)
-            };
-            // SAFETY: the tile's first `rows` rows and `cols` columns lie inside C.
-            unsafe { super::driver::add_partial_tile(&tile, nr, c_tile, ldc, rows, cols, beta) };
-        }
-    }
+    let left = Left::Strided { data: a.data, row: a.row_stride, step: a.col_stride, kernel };
+    // SAFETY: C holds `m` rows of `n` floats, `ldc` apart (checked above) and is borrowed
+    // mutably; A holds its `m` rows of `k` steps (checked above); B's panels hold `k` steps,
+    // 64-byte aligned (checked above).
+    unsafe {
+        super::driver::macro_kernel(
+            uk,
+            alpha,
+            beta,
+            k,
+            m,
+            n,
+            left,
+            b.data,
+            b.stride,
+            c.data.as_mut_ptr(),
+            ldc,
+            &ahead,
+        )
+    };
 }
 
 /// `C = alpha·A·B` for packed `A` (`m × k`) and `B` (`k × n`), written as a packed B operand of
